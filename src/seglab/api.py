@@ -1,0 +1,71 @@
+"""The Python API; `seglab.cli` is a thin layer over these functions, and a notebook calls them the
+same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from seglab.data.demo import generate_demo_dataset
+from seglab.data.inspect import Fingerprint, inspect_dataset
+from seglab.data.layouts import find_dataset
+from seglab.device import Precision
+from seglab.evaluate import evaluate_folders, evaluate_run
+from seglab.infer import predict_files
+from seglab.run import Run
+from seglab.train.loop import create_run, train as train_run
+
+# The demo's budget: small enough to finish in under 5 minutes on 2 CPU cores, end to end.
+DEMO_OVERRIDES = {
+    "epochs": 40,
+    "iterations_per_epoch": 25,
+    "batch_size": 8,
+    "time_budget_minutes": 2.5,
+}
+
+
+def inspect(data: str | Path) -> Fingerprint:
+    """Finds the dataset's layout, checks every case, and returns its fingerprint."""
+    return inspect_dataset(find_dataset(data))
+
+
+def train(data: str | Path | None, out: str | Path, overrides: dict[str, Any] | None = None,
+          resume: bool = False, device: str = "auto", precision: str = "auto",
+          progress: bool = True, evaluate: bool = True) -> Run:
+    """Plans and trains a new run in `out` (or continues it with resume=True), then evaluates its
+    test split."""
+    policy = Precision.choose(device, precision)
+    if resume:
+        run = Run.open(out)
+        train_run(run, policy, progress, overrides)
+    else:
+        run = create_run(data, out, overrides)
+        train_run(run, policy, progress)
+    if evaluate and run.read_json("split.json")["test"]:
+        evaluate_run(run, policy)
+    return run
+
+
+def predict(run: str | Path, inputs: list[str | Path], out: str | Path,
+            probabilities: bool = False, device: str = "auto",
+            precision: str = "auto") -> list[Path]:
+    """Predicts masks for images/volumes (files or folders) in their own format and geometry."""
+    return predict_files(Run.open(run), inputs, Path(out), probabilities,
+                         Precision.choose(device, precision))
+
+
+def evaluate(pred: str | Path, reference: str | Path, out: str | Path,
+             classes: list[str] | None = None,
+             label_values: dict[int, int] | None = None) -> dict[str, Any]:
+    """Scores prediction files against a reference dataset or folder of label files."""
+    return evaluate_folders(Path(pred), Path(reference), Path(out), classes, label_values)
+
+
+def demo(out: str | Path, seed: int = 0, progress: bool = True,
+         overrides: dict[str, Any] | None = None) -> tuple[Run, dict[str, Any]]:
+    """Generates the built-in dataset, plans, trains, predicts and scores its test split."""
+    out = Path(out)
+    data = generate_demo_dataset(out / "data", seed=seed)
+    run = train(data, out / "run", {**DEMO_OVERRIDES, "seed": seed, **(overrides or {})},
+                progress=progress)
+    return run, run.read_json("evaluation/metrics.json")["summary"]

@@ -1,0 +1,153 @@
+"""The `seglab` command: a thin layer over `seglab.api`. User errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from seglab.errors import SeglabError
+
+DEMO_MARKER = ".seglab-demo"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except SeglabError as error:
+        print(f"seglab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seglab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seglab", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    inspect = commands.add_parser("inspect", help="check a dataset and summarise it")
+    inspect.add_argument("data", help="dataset folder or seglab.yaml")
+    inspect.set_defaults(handler=_inspect)
+
+    train = commands.add_parser("train", help="plan and train a model (or --resume a run)")
+    train.add_argument("data", nargs="?", help="dataset folder or seglab.yaml")
+    train.add_argument("--out", required=True, help="run folder to create (or resume)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a plan field, e.g. --set epochs=20 --set model.widths=[8,16]")
+    train.add_argument("--plan-overrides", action="append", type=Path, default=[],
+                       metavar="FILE", help="JSON file of plan overrides")
+    train.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation")
+    _device_options(train)
+    train.set_defaults(handler=_train)
+
+    predict = commands.add_parser("predict", help="predict masks with a trained run")
+    predict.add_argument("run")
+    predict.add_argument("inputs", nargs="+", help="image files, volumes, folders")
+    predict.add_argument("--out", required=True, type=Path)
+    predict.add_argument("--probabilities", action="store_true", help="also write probabilities")
+    _device_options(predict)
+    predict.set_defaults(handler=_predict)
+
+    evaluate = commands.add_parser("evaluate", help="score predictions (or a run's test split)")
+    evaluate.add_argument("pred", help="folder of predicted masks, or a run folder")
+    evaluate.add_argument("reference", nargs="?", help="dataset or folder of reference masks")
+    evaluate.add_argument("--out", type=Path, help="where the tables go (default: PRED/evaluation)")
+    evaluate.add_argument("--classes", help="comma-separated class names, background first")
+    evaluate.add_argument("--label-values", help="raw:class pairs, e.g. 0:0,255:1")
+    evaluate.set_defaults(handler=_evaluate)
+
+    demo = commands.add_parser("demo", help="generate the built-in data, train, predict, score")
+    demo.add_argument("--out", type=Path, default=Path("seglab-demo"))
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
+
+
+def _inspect(args) -> None:
+    from seglab.api import inspect
+    from seglab.data.inspect import format_fingerprint
+
+    print(format_fingerprint(inspect(args.data)))
+
+
+def _train(args) -> None:
+    from seglab.api import train
+    from seglab.plan import parse_overrides
+
+    if not args.resume and not args.data:
+        raise SeglabError("train: give a dataset (seglab train DATA --out RUN) or --resume")
+    overrides = parse_overrides(args.set, args.plan_overrides)
+    run = train(args.data, args.out, overrides, args.resume, args.device, args.precision,
+                evaluate=not args.no_evaluate)
+    _print_evaluation(run.path / "evaluation")
+    print(f"run folder: {run.path}")
+
+
+def _predict(args) -> None:
+    from seglab.api import predict
+
+    written = predict(args.run, args.inputs, args.out, args.probabilities, args.device,
+                      args.precision)
+    print(f"wrote {len(written)} file(s) to {args.out}")
+
+
+def _evaluate(args) -> None:
+    from seglab.api import evaluate
+    from seglab.evaluate import evaluate_run
+    from seglab.run import Run
+
+    if args.reference is None:
+        run = Run.open(args.pred)
+        evaluate_run(run)
+        _print_evaluation(run.path / "evaluation")
+        return
+    out = args.out or Path(args.pred) / "evaluation"
+    classes = args.classes.split(",") if args.classes else None
+    values = None
+    if args.label_values:
+        try:
+            values = {int(a): int(b) for a, b in (p.split(":") for p in args.label_values.split(","))}
+        except ValueError:
+            raise SeglabError(f"--label-values {args.label_values!r}: expected pairs like 0:0,255:1")
+    evaluate(args.pred, args.reference, out, classes, values)
+    _print_evaluation(out)
+
+
+def _demo(args) -> None:
+    from seglab.api import demo
+
+    out: Path = args.out
+    if out.exists() and any(out.iterdir()):
+        if not (out / DEMO_MARKER).exists():
+            raise SeglabError(f"{out}: folder exists and is not a seglab demo; choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / DEMO_MARKER).touch()
+    started = time.monotonic()
+    run, summary = demo(out, seed=args.seed)
+    _print_evaluation(run.path / "evaluation")
+    print(f"\nmean test Dice {summary['mean']['dice']['mean']:.4f} over {summary['n_cases']} test "
+          f"images, {time.monotonic() - started:.0f} s in all")
+    print(f"data: {out / 'data'}\nrun:  {run.path}  (plan.json, log.jsonl, checkpoints/, "
+          "predictions/test/, evaluation/)")
+
+
+def _print_evaluation(folder: Path) -> None:
+    import json
+
+    from seglab.metrics import format_summary_table
+
+    path = folder / "metrics.json"
+    if path.exists():
+        print(format_summary_table(json.loads(path.read_text())["summary"]))

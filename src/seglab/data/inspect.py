@@ -1,0 +1,188 @@
+"""Checking a dataset file by file and summarising it as a fingerprint that the planner reads."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from seglab.data.io import read_label
+from seglab.data.layouts import IGNORE_INDEX, Dataset
+from seglab.data.loading import load_case, read_case_label
+from seglab.errors import SeglabError
+
+INTENSITY_SAMPLES_PER_CASE = 10_000
+
+
+@dataclass
+class Fingerprint:
+    """What the planner needs to know about a dataset; written as JSON into every run."""
+
+    name: str
+    layout: str
+    source: str
+    dims: int
+    channels: int
+    n_cases: int
+    n_unlabeled: int
+    classes: list[str]
+    label_values: dict[int, int] | None
+    ignore_label: int | None
+    roi_rule: str | None
+    modality: str
+    class_voxels: list[int]
+    shapes: list[list[int]]
+    spacings: list[list[float]]
+    intensity: list[dict[str, float]]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Fingerprint":
+        data = dict(data)
+        if data.get("label_values"):
+            data["label_values"] = {int(k): int(v) for k, v in data["label_values"].items()}
+        return cls(**data)
+
+
+def inspect_dataset(dataset: Dataset) -> Fingerprint:
+    """Reads every case, checks it, and returns the fingerprint; all problems raised at once."""
+    if not dataset.cases:
+        raise SeglabError(f"{dataset.source}: no labelled cases found (empty dataset)")
+    problems: list[str] = []
+    records = []
+    rng = np.random.default_rng(0)
+    for ref in dataset.cases:
+        try:
+            case = load_case(dataset, ref, with_label=False)
+            raw = read_label(ref.labels[0]) if len(ref.labels) == 1 else None
+            if raw is not None and raw.shape != case.shape:
+                raise SeglabError(f"{ref.labels[0]}: size {raw.shape} does not match its image "
+                                  f"{case.shape} ({ref.images[0].name})")
+            if len(ref.labels) > 1:  # instance masks: read through the loader (checks each file)
+                raw = read_case_label(dataset, ref, case.shape).astype(np.int64)
+            if not ref.labels:
+                raise SeglabError(f"{ref.images[0]}: no label file found for case {ref.case_id!r}")
+        except SeglabError as error:
+            problems.append(str(error))
+            continue
+        records.append(_record(case, raw, rng))
+    dims = {r["dims"] for r in records}
+    if len(dims) > 1:
+        by_dims = {d: next(r["path"] for r in records if r["dims"] == d) for d in sorted(dims)}
+        problems.append("mixed 2D and 3D images: " + ", ".join(
+            f"{d}D e.g. {p}" for d, p in by_dims.items()))
+    channels = {r["channels"] for r in records}
+    if len(channels) > 1:
+        problems.append(f"{dataset.source}: cases have different channel counts {sorted(channels)}")
+    notes: list[str] = []
+    if records and not problems:
+        _resolve_classes(dataset, records, notes, problems)
+    if problems:
+        raise SeglabError("\n".join(problems))
+    return _fingerprint(dataset, records, notes)
+
+
+def _record(case, raw: np.ndarray, rng: np.random.Generator) -> dict:
+    values, counts = np.unique(raw, return_counts=True)
+    flat_index = rng.integers(0, raw.size, size=min(INTENSITY_SAMPLES_PER_CASE, raw.size))
+    return {
+        "path": case.meta["path"],
+        "dims": case.dims,
+        "channels": case.channels,
+        "shape": list(case.shape),
+        "spacing": [float(s) for s in case.spacing],
+        "values": {int(v): int(c) for v, c in zip(values, counts)},
+        "sample_labels": raw.reshape(-1)[flat_index],
+        "sample_intensities": case.image.reshape(case.channels, -1)[:, flat_index],
+    }
+
+
+def _resolve_classes(dataset: Dataset, records: list[dict], notes: list[str],
+                     problems: list[str]) -> None:
+    """Decides the class list when the dataset does not declare one, and checks every label."""
+    seen = sorted({v for r in records for v in r["values"]} - {dataset.ignore_label})
+    if dataset.label_values is None and dataset.classes is None:
+        if seen == [0, 255]:
+            dataset.label_values = {0: 0, 255: 1}
+            notes.append("labels stored as 0/255: read as background/foreground (255 -> 1)")
+        elif seen[-1] >= IGNORE_INDEX:
+            problems.append(f"{dataset.source}: label values up to {seen[-1]} need a "
+                            "`label_values` mapping in seglab.yaml")
+            return
+        else:
+            notes.append(f"no classes declared: {seen[-1] + 1} classes from the label values")
+            dataset.classes = ["background"] + [f"class_{k}" for k in range(1, seen[-1] + 1)]
+    if dataset.classes is None:
+        dataset.classes = ["background"] + [
+            f"class_{k}" for k in range(1, max(dataset.label_values.values()) + 1)]
+    allowed = set(dataset.label_values) if dataset.label_values else set(range(len(dataset.classes)))
+    allowed |= {dataset.ignore_label} - {None}
+    for record in records:
+        bad = sorted(set(record["values"]) - allowed)
+        if bad:
+            problems.append(f"{record['path']}: label values {bad[:6]} outside the declared "
+                            f"classes ({len(dataset.classes)} classes, allowed values "
+                            f"{sorted(allowed)[:12]})")
+
+
+def _fingerprint(dataset: Dataset, records: list[dict], notes: list[str]) -> Fingerprint:
+    n_classes = len(dataset.classes)
+    lookup = dataset.label_values or {k: k for k in range(n_classes)}
+    class_voxels = [0] * n_classes
+    for record in records:
+        for value, count in record["values"].items():
+            if value in lookup:
+                class_voxels[lookup[value]] += count
+    labels = np.concatenate([r["sample_labels"] for r in records])
+    intensities = np.concatenate([r["sample_intensities"] for r in records], axis=1)
+    foreground = np.isin(labels, [v for v, k in lookup.items() if k > 0])
+    if foreground.sum() < 100:
+        foreground = np.ones_like(foreground)
+    stats = []
+    for channel in intensities[:, foreground]:
+        stats.append({
+            "mean": float(channel.mean()), "std": float(channel.std()),
+            "p00_5": float(np.percentile(channel, 0.5)), "p99_5": float(np.percentile(channel, 99.5)),
+        })
+    if dataset.roi_rule == "auto":
+        notes.append("region of interest derived from each image (field of view: channel mean above "
+                     "10% of its 99th percentile, largest component, holes filled, eroded 2 px)")
+    return Fingerprint(
+        name=dataset.name, layout=dataset.layout, source=dataset.source,
+        dims=records[0]["dims"], channels=records[0]["channels"],
+        n_cases=len(records), n_unlabeled=len(dataset.unlabeled),
+        classes=list(dataset.classes), label_values=dataset.label_values,
+        ignore_label=dataset.ignore_label, roi_rule=dataset.roi_rule, modality=dataset.modality,
+        class_voxels=class_voxels, shapes=[r["shape"] for r in records],
+        spacings=[r["spacing"] for r in records], intensity=stats, notes=notes,
+    )
+
+
+def format_fingerprint(fp: Fingerprint) -> str:
+    """A human summary for `seglab inspect`."""
+    shapes = np.array(fp.shapes)
+    spacings = np.array(fp.spacings)
+    total = max(sum(fp.class_voxels), 1)
+    lines = [
+        f"dataset   {fp.name}  ({fp.layout}: {fp.source})",
+        f"cases     {fp.n_cases} labelled, {fp.n_unlabeled} unlabelled",
+        f"images    {fp.dims}D, {fp.channels} channel(s), modality {fp.modality}",
+        f"size      min {_row(shapes.min(0))}  median {_row(np.median(shapes, 0))}  "
+        f"max {_row(shapes.max(0))}",
+        f"spacing   min {_row(spacings.min(0), 4)}  median {_row(np.median(spacings, 0), 4)}  "
+        f"max {_row(spacings.max(0), 4)}",
+        "classes   " + ", ".join(
+            f"{k} {name} {100 * n / total:.2f}%" for k, (name, n) in
+            enumerate(zip(fp.classes, fp.class_voxels))),
+    ]
+    if fp.ignore_label is not None:
+        lines.append(f"ignored   label value {fp.ignore_label} (not trained on, not scored)")
+    lines += [f"note      {note}" for note in fp.notes]
+    return "\n".join(lines)
+
+
+def _row(values, digits: int = 0) -> str:
+    return "x".join(f"{v:.{digits}f}" for v in values)

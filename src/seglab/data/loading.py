@@ -1,0 +1,109 @@
+"""Reading one case of a dataset: its channels, its label mapped to class indices, its ROI."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from seglab.case import Case
+from seglab.data.io import read_image, read_label
+from seglab.data.layouts import IGNORE_INDEX, CaseRef, Dataset
+from seglab.errors import SeglabError
+
+
+def load_case(dataset: Dataset, ref: CaseRef, with_label: bool = True) -> Case:
+    """Reads a case's channels (stacked), its label (mapped to class indices) and its ROI."""
+    parts = [read_image(path, ref.case_id) for path in ref.images]
+    first = parts[0]
+    for part in parts[1:]:
+        if part.shape != first.shape:
+            raise SeglabError(
+                f"{part.meta['path']}: channel size {part.shape} differs from "
+                f"{first.meta['path']} {first.shape}"
+            )
+    image = np.concatenate([p.image for p in parts], axis=0) if len(parts) > 1 else first.image
+    spacing = first.spacing
+    if dataset.spacing is not None:
+        if len(dataset.spacing) != first.dims:
+            raise SeglabError(f"{dataset.source}: `spacing` has {len(dataset.spacing)} values "
+                              f"for {first.dims}D images")
+        spacing = dataset.spacing
+    case = Case(ref.case_id, image, tuple(spacing), meta=dict(first.meta))
+    case.meta["channels"] = [str(p) for p in ref.images]
+    if with_label and ref.labels:
+        case.label = read_case_label(dataset, ref, case.shape)
+    if ref.roi is not None:
+        roi = read_label(ref.roi)
+        _check_shape(ref.roi, roi.shape, case.shape)
+        case.roi = roi > 0
+    elif dataset.roi_rule == "auto":
+        case.roi = field_of_view(case.image)
+    return case
+
+
+def read_case_label(dataset: Dataset, ref: CaseRef, shape: tuple[int, ...]) -> np.ndarray:
+    """The case's label as class indices (uint8; IGNORE_INDEX where not scored)."""
+    if ref.instance_labels:
+        raw = np.zeros(shape, dtype=np.int64)
+        for path in ref.labels:
+            instance = read_label(path)
+            _check_shape(path, instance.shape, shape)
+            raw[instance > 0] = 1
+        return raw.astype(np.uint8)
+    path = ref.labels[0]
+    if not path.exists():
+        raise SeglabError(f"{path}: label file missing for case {ref.case_id!r}")
+    raw = read_label(path)
+    _check_shape(path, raw.shape, shape)
+    return map_label_values(raw, dataset, path)
+
+
+def map_label_values(raw: np.ndarray, dataset: Dataset, path) -> np.ndarray:
+    """Raw stored values -> class indices, with every unexpected value reported by name."""
+    n_classes = len(dataset.classes) if dataset.classes else None
+    ignore = raw == dataset.ignore_label if dataset.ignore_label is not None else None
+    if dataset.label_values:
+        lookup = dataset.label_values
+        present = {int(v) for v in np.unique(raw)} - ({dataset.ignore_label} - {None})
+        unknown = sorted(present - set(lookup))
+        if unknown:
+            raise SeglabError(f"{path}: label values {unknown[:6]} are not in `label_values` "
+                              f"{sorted(lookup)}")
+        mapped = np.zeros(raw.shape, dtype=np.uint8)
+        for value, index in lookup.items():
+            mapped[raw == value] = index
+    else:
+        valid = raw if ignore is None else raw[~ignore]
+        low, high = (int(valid.min()), int(valid.max())) if valid.size else (0, 0)
+        if low < 0 or (n_classes is not None and high >= n_classes):
+            raise SeglabError(f"{path}: label values {low}..{high} outside the "
+                              f"{n_classes} declared classes 0..{(n_classes or 1) - 1}")
+        if high >= IGNORE_INDEX:
+            raise SeglabError(f"{path}: label value {high} needs a `label_values` mapping")
+        mapped = raw.astype(np.uint8)
+    if ignore is not None:
+        mapped[ignore] = IGNORE_INDEX
+    return mapped
+
+
+def field_of_view(image: np.ndarray) -> np.ndarray:
+    """Derives the valid region of an image with a dark surround, such as a fundus photograph.
+
+    Rule: the channel-mean intensity above 10% of its 99th percentile, lightly smoothed; the
+    largest connected component with its holes filled; eroded by 2 pixels to drop the rim.
+    """
+    mean = image.mean(axis=0)
+    smooth = ndimage.uniform_filter(mean, size=5)
+    inside = smooth > 0.10 * np.percentile(smooth, 99)
+    components, count = ndimage.label(inside)
+    if count == 0:
+        return np.ones(mean.shape, dtype=bool)
+    sizes = ndimage.sum(inside, components, index=range(1, count + 1))
+    largest = components == (int(np.argmax(sizes)) + 1)
+    filled = ndimage.binary_fill_holes(largest)
+    return ndimage.binary_erosion(filled, iterations=2)
+
+
+def _check_shape(path, found: tuple[int, ...], expected: tuple[int, ...]) -> None:
+    if tuple(found) != tuple(expected):
+        raise SeglabError(f"{path}: size {tuple(found)} does not match its image {tuple(expected)}")

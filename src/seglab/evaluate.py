@@ -1,0 +1,128 @@
+"""`seglab evaluate`: scoring predicted masks against references, for a folder pair or a run's test
+split, with the metrics of `seglab.metrics` written as CSV and JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from seglab.data.inspect import inspect_dataset
+from seglab.data.io import IMAGE_SUFFIXES, read_image, read_label, suffix_of, write_mask
+from seglab.data.layouts import IGNORE_INDEX, Dataset, find_dataset
+from seglab.data.loading import load_case, map_label_values
+from seglab.device import Precision
+from seglab.errors import SeglabError
+from seglab.infer import load_model, output_value_map, predict_case
+from seglab.metrics import evaluate_case, summarize, write_tables
+from seglab.run import Run
+from seglab.train.loop import open_dataset
+
+
+def evaluate_run(run: Run, precision: Precision | None = None) -> dict[str, Any]:
+    """Predicts the run's test split into RUN/predictions/test and scores it into RUN/evaluation."""
+    plan = run.plan()
+    test_ids = run.read_json("split.json")["test"]
+    if not test_ids:
+        raise SeglabError(f"{run.path}: the run's split has no test cases to evaluate")
+    precision = precision or Precision.choose()
+    dataset = open_dataset(run)
+    refs = {ref.case_id: ref for ref in dataset.cases}
+    model = load_model(run, precision)
+    value_map = output_value_map(plan)
+    per_case = []
+    for case_id in test_ids:
+        case = load_case(dataset, refs[case_id])
+        mask, _ = predict_case(model, case, plan, precision)
+        write_mask(mask, case, run.path / "predictions" / "test", value_map)
+        scores = evaluate_case(mask, case.label, plan.classes, case.spacing, case.roi, IGNORE_INDEX)
+        per_case.append({"case": case_id, **scores})
+    summary = summarize(per_case)
+    write_tables(per_case, summary, run.path / "evaluation")
+    return summary
+
+
+def evaluate_folders(pred: Path, reference: Path, out: Path, classes: list[str] | None = None,
+                     label_values: dict[int, int] | None = None) -> dict[str, Any]:
+    """Scores prediction files against a reference: a dataset (seglab.yaml, nnU-Net/MSD layout,
+    images/+labels/ folders; its label mapping and ROI apply) or a folder of label files paired
+    by file name."""
+    predictions = _label_files(pred)
+    try:
+        dataset = find_dataset(reference)
+    except SeglabError:
+        dataset = None
+    if dataset is not None:
+        per_case, names = _against_dataset(predictions, dataset)
+    else:
+        per_case, names = _against_folder(predictions, _label_files(reference), classes,
+                                          label_values)
+    summary = summarize(per_case)
+    summary["classes_evaluated"] = names
+    write_tables(per_case, summary, out)
+    return summary
+
+
+def _label_files(path: Path) -> dict[str, Path]:
+    if not path.exists():
+        raise SeglabError(f"{path}: no such file or folder")
+    files = [path] if path.is_file() else sorted(
+        p for p in path.iterdir() if p.is_file() and suffix_of(p) in IMAGE_SUFFIXES)
+    if not files:
+        raise SeglabError(f"{path}: no mask files found")
+    return {p.name[: -len(suffix_of(p))]: p for p in files}
+
+
+def _against_dataset(predictions: dict[str, Path], dataset: Dataset):
+    inspect_dataset(dataset)  # settles the classes and label mapping, and checks the references
+    by_stem = {}
+    for ref in dataset.cases:
+        stem = ref.images[0].name[: -len(suffix_of(ref.images[0]))]
+        by_stem[ref.case_id] = by_stem[stem] = ref
+    per_case = []
+    for stem, path in predictions.items():
+        ref = by_stem.get(stem) or by_stem.get(stem.removesuffix("_0000"))
+        if ref is None:
+            raise SeglabError(f"{path}: no reference case named {stem!r} in {dataset.source}")
+        case = load_case(dataset, ref)
+        raw = read_label(path)
+        if raw.shape != case.shape:
+            raise SeglabError(f"{path}: size {raw.shape} does not match the reference {case.shape}")
+        mask = map_label_values(raw, dataset, path)
+        scores = evaluate_case(mask, case.label, dataset.classes, case.spacing, case.roi,
+                               IGNORE_INDEX)
+        per_case.append({"case": ref.case_id, **scores})
+    return per_case, dataset.classes
+
+
+def _against_folder(predictions: dict[str, Path], references: dict[str, Path],
+                    classes: list[str] | None, label_values: dict[int, int] | None):
+    unmatched = sorted(set(predictions) - set(references))
+    if unmatched:
+        raise SeglabError(f"{predictions[unmatched[0]]}: no reference file with the same name")
+    pairs = []
+    for stem, path in predictions.items():
+        pred, ref = read_label(path), read_label(references[stem])
+        if pred.shape != ref.shape:
+            raise SeglabError(f"{path}: size {pred.shape} does not match the reference "
+                              f"{references[stem]} {ref.shape}")
+        pairs.append((stem, path, pred, ref))
+    if classes is None:
+        top = max(int(max(p.max(), r.max())) for _, _, p, r in pairs)
+        if label_values is None and top == 255:
+            label_values = {0: 0, 255: 1}
+            top = 1
+        classes = ["background"] + [f"class_{k}" for k in range(1, top + 1)]
+    mapping = Dataset("", Path("."), "folder", [], classes=classes, label_values=label_values)
+    per_case = []
+    for stem, path, pred, ref in pairs:
+        spacing = read_image(references[stem]).spacing
+        scores = evaluate_case(map_label_values(pred, mapping, path),
+                               map_label_values(ref, mapping, references[stem]), classes,
+                               spacing, None, IGNORE_INDEX)
+        per_case.append({"case": stem, **scores})
+    return per_case, classes
+
+
+def mean_dice(summary: dict[str, Any]) -> float:
+    return float(summary["mean"]["dice"]["mean"])
+

@@ -1,0 +1,132 @@
+"""Inference: sliding windows with Gaussian blending over images and volumes of any size, optional
+mirroring test-time augmentation, and predictions written in the input's own format and geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+
+from seglab import models
+from seglab.case import Case
+from seglab.data.io import IMAGE_SUFFIXES, read_image, suffix_of, write_mask, write_probabilities
+from seglab.data.loading import field_of_view
+from seglab.device import Precision
+from seglab.errors import SeglabError
+from seglab.plan import Plan
+from seglab.preprocess import prepare_case, resize
+from seglab.run import Run, load_checkpoint
+
+
+def build_model(plan: Plan) -> torch.nn.Module:
+    options = {k: v for k, v in plan.model.items() if k != "name"}
+    return models.create(plan.model["name"], plan.dims, plan.in_channels, plan.n_classes, **options)
+
+
+def load_model(run: Run, precision: Precision) -> torch.nn.Module:
+    """The run's best checkpoint (or last, if no validation ran) in eval mode on the device."""
+    plan = run.plan()
+    model = build_model(plan)
+    state = load_checkpoint(run.best_checkpoint())
+    model.load_state_dict(state["model"])
+    return precision.prepare_model(model).eval()
+
+
+@torch.no_grad()
+def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, plan: Plan,
+                           precision: Precision) -> torch.Tensor:
+    """Class probabilities (K, *spatial), float32 on the CPU, for a prepared (C, *spatial) image.
+
+    Windows of the patch size overlap by `plan.inference.overlap`; their softmax outputs are
+    blended with Gaussian weights (MONAI's `sliding_window_inference`); images smaller than a
+    patch are padded. Mirroring along `mirror_axes` averages the flipped predictions.
+    """
+    inputs = precision.to_device(torch.from_numpy(np.ascontiguousarray(image))[None])
+    options = plan.inference
+
+    def predictor(patches: torch.Tensor) -> torch.Tensor:
+        with precision.autocast():
+            logits = model(precision.memory_format(patches))
+        return torch.softmax(logits.float(), dim=1)
+
+    def window(x: torch.Tensor) -> torch.Tensor:
+        return sliding_window_inference(
+            x, roi_size=plan.patch_size, sw_batch_size=options["batch_size"], predictor=predictor,
+            overlap=options["overlap"], mode=options["blend"], padding_mode="constant")
+
+    probs = window(inputs)
+    mirror_axes = options.get("mirror_axes") or []
+    for axis in mirror_axes:
+        flipped = (axis + 2,)
+        probs = probs + window(inputs.flip(flipped)).flip(flipped)
+    return (probs / (1 + len(mirror_axes)))[0].float().cpu()
+
+
+def predict_case(model: torch.nn.Module, case: Case, plan: Plan,
+                 precision: Precision) -> tuple[np.ndarray, np.ndarray]:
+    """(class-index mask, probabilities) in the case's own grid; outside the ROI is background."""
+    prepared = prepare_case(case, plan)
+    probs = sliding_window_predict(model, prepared.image, plan, precision).numpy()
+    probs = resize(probs, case.shape, "linear")
+    mask = probs.argmax(axis=0).astype(np.uint8)
+    if case.roi is not None:
+        mask[~case.roi] = 0
+    return mask, probs
+
+
+def output_value_map(plan: Plan) -> dict[int, int] | None:
+    """Class index -> the raw value the dataset stores it as, when that is one value per class, so
+    that predictions look like the dataset's own label files (e.g. membrane = 0, cell = 255)."""
+    if not plan.label_values:
+        return None
+    inverse: dict[int, list[int]] = {}
+    for raw, index in plan.label_values.items():
+        inverse.setdefault(index, []).append(raw)
+    if any(len(raws) > 1 for raws in inverse.values()):
+        return None
+    mapping = {index: raws[0] for index, raws in inverse.items()}
+    return None if all(k == v for k, v in mapping.items()) else mapping
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files as given; folders expanded to their image files (a DICOM folder is one case)."""
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if not item.exists():
+            raise SeglabError(f"{item}: no such file or folder")
+        if item.is_dir() and not any(p.suffix.lower() == ".dcm" for p in item.iterdir()):
+            found = sorted(p for p in item.iterdir()
+                           if p.is_file() and suffix_of(p) in IMAGE_SUFFIXES)
+            if not found:
+                raise SeglabError(f"{item}: no image files in this folder")
+            paths.extend(found)
+        else:
+            paths.append(item)
+    return paths
+
+
+def predict_files(run: Run, inputs: list[str | Path], out: Path, probabilities: bool = False,
+                  precision: Precision | None = None) -> list[Path]:
+    """`seglab predict`: masks (and optionally probability maps) for every input, in `out`."""
+    plan = run.plan()
+    precision = precision or Precision.choose()
+    paths = expand_inputs(inputs)
+    cases = [read_image(path) for path in paths]
+    for case in cases:
+        if case.channels != plan.in_channels or case.dims != plan.dims:
+            raise SeglabError(f"{case.meta['path']}: {case.dims}D with {case.channels} channel(s), "
+                              f"but the run was trained on {plan.dims}D with {plan.in_channels}")
+    model = load_model(run, precision)
+    value_map = output_value_map(plan)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for case in cases:
+        if plan.roi_rule == "auto":
+            case.roi = field_of_view(case.image)
+        mask, probs = predict_case(model, case, plan, precision)
+        written.append(write_mask(mask, case, out, value_map))
+        if probabilities:
+            written.append(write_probabilities(probs.astype(np.float32), case, out))
+    return written

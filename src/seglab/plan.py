@@ -1,0 +1,222 @@
+"""A dataset's fingerprint turned into a plain JSON plan that training and inference read.
+
+The rules follow nnU-Net's planner in spirit (Isensee et al., Nature Methods 2021): the target
+spacing is the median spacing; the patch covers the median image (in target spacing) as far as the
+memory budget allows; each axis is pooled while its feature map stays >= 4 and its spacing is not
+much coarser than the finest axis; widths double per stage up to a cap. Unlike nnU-Net, the plan
+also fixes the training budget (epochs, iterations, optional minutes), and every field can be
+overridden (`--set model.base_width=16`, or a JSON file of overrides).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seglab.data.inspect import Fingerprint
+from seglab.errors import SeglabError
+
+MIN_FEATURE_SIZE = 4
+MAX_POOLINGS = 6
+ANISOTROPY_RATIO = 2.0
+
+
+@dataclass
+class Plan:
+    """Everything training and inference need; `to_dict`/`from_dict` round-trip through JSON."""
+
+    dims: int
+    in_channels: int
+    classes: list[str]
+    label_values: dict[int, int] | None
+    ignore_label: int | None
+    roi_rule: str | None
+    normalization: dict[str, Any]
+    target_spacing: list[float] | None
+    patch_size: list[int]
+    batch_size: int
+    model: dict[str, Any]
+    loss: dict[str, Any]
+    optimizer: dict[str, Any]
+    epochs: int
+    iterations_per_epoch: int
+    time_budget_minutes: float | None
+    foreground_oversampling: float
+    augmentation: dict[str, Any]
+    inference: dict[str, Any]
+    split: dict[str, Any]
+    seed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Plan":
+        data = copy.deepcopy(data)
+        if data.get("label_values"):
+            data["label_values"] = {int(k): int(v) for k, v in data["label_values"].items()}
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise SeglabError(f"plan: unknown fields {sorted(unknown)}")
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        from seglab.data.io import write_text_atomic
+
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "Plan":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as error:
+            raise SeglabError(f"{path}: not a readable plan ({error})")
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
+              memory_budget_voxels: int = 2**19) -> Plan:
+    """Derives the plan from a fingerprint; `memory_budget_voxels` bounds batch x patch voxels."""
+    spacings = np.array(fp.spacings, dtype=float)
+    shapes = np.array(fp.shapes, dtype=float)
+    target_spacing = np.median(spacings, axis=0) if fp.dims == 3 else None
+    if target_spacing is not None:
+        median_shape = np.median(shapes * spacings / target_spacing, axis=0)
+        spacing_for_pooling = target_spacing
+    else:
+        median_shape = np.median(shapes, axis=0)
+        spacing_for_pooling = np.ones(fp.dims)
+    patch, strides, kernels = _patch_and_topology(median_shape, spacing_for_pooling,
+                                                  memory_budget_voxels)
+    batch_size = int(np.clip(memory_budget_voxels // int(np.prod(patch)), 2, 64))
+    widths = [min(16 * 2**stage, 320 if fp.dims == 3 else 512) for stage in range(len(kernels))]
+    plan = Plan(
+        dims=fp.dims,
+        in_channels=fp.channels,
+        classes=list(fp.classes),
+        label_values=fp.label_values,
+        ignore_label=fp.ignore_label,
+        roi_rule=fp.roi_rule,
+        normalization=_normalization(fp),
+        target_spacing=[float(s) for s in target_spacing] if target_spacing is not None else None,
+        patch_size=patch,
+        batch_size=batch_size,
+        model={"name": "unet", "widths": widths, "kernels": kernels, "strides": strides,
+               "norm": "instance"},
+        loss={"name": "dice_ce", "dice_weight": 1.0, "ce_weight": 1.0},
+        optimizer={"name": "adamw", "lr": 3e-3, "weight_decay": 1e-4, "schedule": "poly"},
+        epochs=50,
+        iterations_per_epoch=50,
+        time_budget_minutes=None,
+        foreground_oversampling=0.33,
+        augmentation=_augmentation(fp.dims, spacing_for_pooling),
+        inference={"overlap": 0.5, "blend": "gaussian", "batch_size": 4,
+                   "mirror_axes": []},
+        split={"val_fraction": 0.15, "test_fraction": 0.2, "fixed": None},
+    )
+    return apply_overrides(plan, overrides or {})
+
+
+def _patch_and_topology(median_shape: np.ndarray, spacing: np.ndarray, budget: int):
+    """Patch size, per-stage strides and kernels, shrinking the patch until one sample fits
+    a quarter of the budget (so that a batch of at least 2-4 fits)."""
+    patch = np.maximum(median_shape, 8).astype(float)
+    while np.prod(patch) > budget / 4:
+        axis = int(np.argmax(patch / np.maximum(spacing / spacing.min(), 1)))
+        patch[axis] *= 0.9
+    poolings = [_poolings(size) for size in patch]
+    strides, kernels = [], [[3 if s <= ANISOTROPY_RATIO * spacing.min() else 1 for s in spacing]]
+    current_spacing = spacing.astype(float).copy()
+    remaining = list(poolings)
+    while any(remaining) and len(strides) < MAX_POOLINGS:
+        finest = current_spacing.min()
+        stride = [2 if remaining[a] and current_spacing[a] <= ANISOTROPY_RATIO * finest else 1
+                  for a in range(len(patch))]
+        if not any(stride):
+            stride = [2 if remaining[a] else 1 for a in range(len(patch))]
+        for axis, s in enumerate(stride):
+            if s == 2:
+                remaining[axis] -= 1
+                current_spacing[axis] *= 2
+        strides.append(stride)
+        kernels.append([3 if current_spacing[a] <= ANISOTROPY_RATIO * current_spacing.min() else 1
+                        for a in range(len(patch))])
+    divisor = np.prod(np.array(strides), axis=0) if strides else np.ones(len(patch))
+    patch = [int(max(d, math.ceil(p / d) * d)) for p, d in zip(patch, divisor)]
+    return patch, strides, kernels
+
+
+def _poolings(size: float) -> int:
+    return max(0, min(MAX_POOLINGS, int(math.floor(math.log2(size / MIN_FEATURE_SIZE)))))
+
+
+def _normalization(fp: Fingerprint) -> dict[str, Any]:
+    if fp.modality.upper() == "CT":
+        return {"scheme": "ct", "channels": [
+            {"clip": [s["p00_5"], s["p99_5"]], "mean": s["mean"], "std": max(s["std"], 1e-6)}
+            for s in fp.intensity]}
+    return {"scheme": "zscore"}
+
+
+def _augmentation(dims: int, spacing: np.ndarray) -> dict[str, Any]:
+    anisotropic = dims == 3 and spacing.max() > 3 * spacing.min()
+    return {
+        "flip_axes": list(range(dims)),
+        "rotate_degrees": 180.0 if dims == 2 else 30.0,
+        "rotate_in_plane_only": bool(anisotropic),
+        "rotate_probability": 0.2,
+        "scale_range": [0.7, 1.4],
+        "scale_probability": 0.2,
+        "noise_probability": 0.1,
+        "brightness_probability": 0.15,
+        "contrast_probability": 0.15,
+        "gamma_probability": 0.3,
+    }
+
+
+def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> Plan:
+    """Applies {"a.b": value} overrides (dotted keys reach into nested fields)."""
+    data = plan.to_dict()
+    for key, value in overrides.items():
+        target = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if not isinstance(target.get(part), dict):
+                raise SeglabError(f"plan override {key!r}: {part!r} is not a section of the plan")
+            target = target[part]
+        if leaf not in target:
+            raise SeglabError(f"plan override {key!r}: no such field (fields: {sorted(target)})")
+        target[leaf] = value
+    result = Plan.from_dict(data)
+    if overrides:
+        result.notes.append(f"overridden by the user: {sorted(overrides)}")
+    return result
+
+
+def parse_overrides(pairs: list[str], files: list[Path] | None = None) -> dict[str, Any]:
+    """`key=value` strings (value parsed as JSON when it can be) and JSON files -> overrides."""
+    overrides: dict[str, Any] = {}
+    for path in files or []:
+        try:
+            overrides.update(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as error:
+            raise SeglabError(f"{path}: cannot read plan overrides ({error})")
+    for pair in pairs:
+        if "=" not in pair:
+            raise SeglabError(f"--set {pair!r}: expected key=value, e.g. epochs=20")
+        key, text = pair.split("=", 1)
+        try:
+            overrides[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = text
+    return overrides

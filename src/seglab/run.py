@@ -1,0 +1,132 @@
+"""The run folder: everything one training run writes, and the only place later steps read from.
+
+    RUN/run.json            where the data came from, seglab version, device, precision
+    RUN/fingerprint.json    the dataset's fingerprint
+    RUN/plan.json           the plan (every downstream step reads it instead of re-deciding)
+    RUN/split.json          the case ids of train / val / test
+    RUN/log.jsonl           one JSON line per epoch (loss, validation Dice, learning rate, time)
+    RUN/checkpoints/        last.pt (every epoch) and best.pt (best validation Dice)
+    RUN/predictions/test/   the test split predicted in the inputs' own format
+    RUN/evaluation/         metrics per case and summary (CSV, JSON)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seglab.data.io import atomic_path, write_text_atomic
+from seglab.errors import SeglabError
+from seglab.plan import Plan
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Run":
+        """An existing run; a folder without a plan is not one, and says so."""
+        run = cls(Path(path))
+        if not run.path.is_dir():
+            raise SeglabError(f"{run.path}: no such run folder")
+        if not (run.path / "plan.json").is_file() or not (run.path / "run.json").is_file():
+            raise SeglabError(f"{run.path}: not a seglab run (no plan.json/run.json; create one "
+                              "with `seglab train DATA --out RUN`)")
+        return run
+
+    @property
+    def plan_path(self) -> Path:
+        return self.path / "plan.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.jsonl"
+
+    def plan(self) -> Plan:
+        return Plan.load(self.plan_path)
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        path = self.path / name
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise SeglabError(f"{path}: cannot read ({error})")
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        write_text_atomic(self.path / name, json.dumps(data, indent=2) + "\n")
+
+    def append_log(self, record: dict[str, Any]) -> None:
+        """Appends one line and fsyncs it; a kill can lose at most the line being written."""
+        with open(self.log_path, "a") as log:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+
+    def log(self) -> list[dict[str, Any]]:
+        if not self.log_path.exists():
+            return []
+        records = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill -9: the checkpoint, not the log, is authoritative
+        return records
+
+    def best_checkpoint(self) -> Path:
+        for name in ("best.pt", "last.pt"):
+            if (self.checkpoints / name).is_file():
+                return self.checkpoints / name
+        raise SeglabError(f"{self.path}: the run has no checkpoint yet (train it first)")
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Writes to a temporary file, fsyncs, then renames: never a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Loads tensors and plain containers only (`weights_only=True`): no arbitrary unpickling."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SeglabError(f"{path}: no such checkpoint")
+    except Exception as error:  # torch raises several types for corrupt or foreign files
+        raise SeglabError(f"{path}: not a readable seglab checkpoint ({type(error).__name__})")
+
+
+def make_split(case_ids: list[str], fixed: dict[str, list[str]] | None, val_fraction: float,
+               test_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Train/val/test ids: fixed subsets are kept, the rest drawn at random with the seed."""
+    fixed = fixed or {}
+    rng = np.random.default_rng(seed)
+    taken = {i for ids in fixed.values() for i in ids}
+    remaining = [i for i in case_ids if i not in taken]
+    order = list(rng.permutation(len(remaining)))
+    split = {"test": list(fixed.get("test", [])), "val": list(fixed.get("val", []))}
+    for subset, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if subset not in fixed and fraction > 0:
+            count = max(1, int(round(fraction * len(case_ids))))
+            count = min(count, max(0, len(order) - 1))
+            split[subset] = sorted(remaining[k] for k in order[:count])
+            order = order[count:]
+    split["train"] = list(fixed.get("train", [])) or sorted(remaining[k] for k in order)
+    if not split["train"]:
+        raise SeglabError("the split leaves no case for training")
+    return {"train": split["train"], "val": split["val"], "test": split["test"]}

@@ -1,0 +1,188 @@
+"""`seglab train`: creates or resumes a run, trains on patches, validates every epoch, and keeps the
+last and best checkpoints so that a kill at any moment loses at most the current epoch."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from seglab import __version__
+from seglab.data.io import write_text_atomic
+from seglab.data.inspect import Fingerprint, inspect_dataset
+from seglab.data.layouts import IGNORE_INDEX, Dataset, find_dataset
+from seglab.data.loading import load_case
+from seglab.device import Precision
+from seglab.errors import SeglabError
+from seglab.infer import build_model, sliding_window_predict
+from seglab.plan import Plan, apply_overrides, make_plan
+from seglab.preprocess import Prepared, prepare_case
+from seglab.run import Run, load_checkpoint, make_split, save_checkpoint
+from seglab.train.loss import create_loss
+from seglab.train.sampling import PatchSampler
+
+
+def create_run(data: str | Path, out: str | Path, overrides: dict[str, Any] | None = None) -> Run:
+    """Inspects the data, plans, splits, and writes a new run folder (all or nothing)."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        hint = " (use --resume to continue it)" if (out / "plan.json").exists() else ""
+        raise SeglabError(f"{out}: folder exists and is not empty{hint}")
+    dataset = find_dataset(data)
+    fingerprint = inspect_dataset(dataset)
+    plan = make_plan(fingerprint, overrides)
+    split = make_split([c.case_id for c in dataset.cases], dataset.split or plan.split.get("fixed"),
+                       plan.split["val_fraction"], plan.split["test_fraction"], plan.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    run = Run(staging)
+    plan.save(run.plan_path)
+    run.write_json("fingerprint.json", fingerprint.to_dict())
+    run.write_json("split.json", split)
+    run.write_json("run.json", {"data": str(Path(data).resolve()), "seglab": __version__})
+    if out.exists():
+        out.rmdir()
+    staging.rename(out)
+    return Run(out)
+
+
+def open_dataset(run: Run) -> Dataset:
+    """The run's dataset, read with the classes and label mapping recorded in its fingerprint."""
+    fingerprint = Fingerprint.from_dict(run.read_json("fingerprint.json"))
+    dataset = find_dataset(run.read_json("run.json")["data"])
+    dataset.classes = fingerprint.classes
+    dataset.label_values = fingerprint.label_values
+    return dataset
+
+
+def prepare_cases(dataset: Dataset, ids: list[str], plan: Plan) -> list[Prepared]:
+    refs = {ref.case_id: ref for ref in dataset.cases}
+    missing = [i for i in ids if i not in refs]
+    if missing:
+        raise SeglabError(f"{dataset.source}: cases {missing[:5]} of the run's split are gone")
+    return [prepare_case(load_case(dataset, refs[i]), plan) for i in ids]
+
+
+def train(run: Run, precision: Precision | None = None, progress: bool = True,
+          overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Trains (or continues training) `run` to the end of its plan; returns the final log record."""
+    if overrides:
+        apply_overrides(run.plan(), overrides).save(run.plan_path)
+    plan = run.plan()
+    precision = precision or Precision.choose()
+    dataset = open_dataset(run)
+    split = run.read_json("split.json")
+    train_cases = prepare_cases(dataset, split["train"], plan)
+    val_cases = prepare_cases(dataset, split["val"], plan)
+
+    torch.manual_seed(plan.seed)
+    rng = np.random.default_rng(plan.seed)
+    model = precision.prepare_model(build_model(plan))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.optimizer["lr"],
+                                  weight_decay=plan.optimizer["weight_decay"])
+    state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best_dice": -1.0, "finished": False}
+    last = run.checkpoints / "last.pt"
+    if last.exists():
+        saved = load_checkpoint(last)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng.bit_generator.state = saved["numpy_rng"]
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["progress"]
+        _trim_log(run, state["epoch"])
+    if state["finished"]:
+        return run.log()[-1] if run.log() else {}
+    run.write_json("run.json", {**run.read_json("run.json"), **precision.describe()})
+
+    sampler = PatchSampler(train_cases, plan, rng)
+    loss_fn = create_loss(plan.loss)
+    scaler = torch.amp.GradScaler(enabled=precision.autocast_dtype == torch.float16)
+    total_steps = plan.epochs * plan.iterations_per_epoch
+    budget = plan.time_budget_minutes * 60 if plan.time_budget_minutes else None
+    record: dict[str, Any] = {}
+    while state["epoch"] < plan.epochs and not state["finished"]:
+        model.train()
+        started, losses = time.monotonic(), []
+        bar = tqdm(range(plan.iterations_per_epoch), disable=not progress, leave=False,
+                   desc=f"epoch {state['epoch'] + 1}/{plan.epochs}")
+        for _ in bar:
+            progress_fraction = max(state["step"] / total_steps,
+                                    (state["elapsed"] + time.monotonic() - started) / budget
+                                    if budget else 0.0)
+            for group in optimizer.param_groups:
+                group["lr"] = plan.optimizer["lr"] * (1 - min(progress_fraction, 0.999)) ** 0.9
+            images, labels = sampler.batch()
+            images, labels = precision.memory_format(precision.to_device(images)), labels.to(
+                precision.device)
+            with precision.autocast():
+                logits = model(images)
+            loss = loss_fn(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
+            scaler.step(optimizer)
+            scaler.update()
+            state["step"] += 1
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
+                            val_dice=f"{max(state['best_dice'], 0):.4f}")
+            if budget and state["elapsed"] + time.monotonic() - started >= budget:
+                state["finished"] = True
+                break
+        state["elapsed"] += time.monotonic() - started
+        state["epoch"] += 1
+        state["finished"] = state["finished"] or state["epoch"] >= plan.epochs
+        val = validate(model, val_cases, plan, precision)
+        improved = val["mean_dice"] > state["best_dice"] or not val_cases
+        if improved:
+            state["best_dice"] = val["mean_dice"]
+        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                      "progress": dict(state)}
+        save_checkpoint(last, checkpoint)
+        if improved:
+            save_checkpoint(run.checkpoints / "best.pt", {"model": model.state_dict(),
+                                                         "progress": dict(state)})
+        record = {"epoch": state["epoch"], "step": state["step"], "loss": float(np.mean(losses)),
+                  "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(state["elapsed"], 2),
+                  **val}
+        run.append_log(record)
+        if progress:
+            tqdm.write(f"epoch {state['epoch']:>3}  loss {record['loss']:.4f}  val Dice "
+                       f"{val['mean_dice']:.4f}  ({state['elapsed']:.0f} s)")
+    return record
+
+
+def _trim_log(run: Run, epoch: int) -> None:
+    """Drops log lines of epochs after the checkpoint (written just before a kill)."""
+    kept = [r for r in run.log() if r.get("epoch", 0) <= epoch]
+    write_text_atomic(run.log_path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, cases: list[Prepared], plan: Plan,
+             precision: Precision) -> dict[str, float]:
+    """Dice per foreground class on whole validation cases (sliding window), in the plan's space."""
+    if not cases:
+        return {"mean_dice": float("nan")}
+    model.eval()
+    scores = np.zeros((len(cases), plan.n_classes - 1))
+    for row, case in enumerate(cases):
+        mask = sliding_window_predict(model, case.image, plan, precision).argmax(0).numpy()
+        valid = case.label != IGNORE_INDEX
+        if case.roi is not None:
+            valid &= case.roi
+        for k in range(1, plan.n_classes):
+            pred, ref = (mask == k) & valid, (case.label == k) & valid
+            total = pred.sum() + ref.sum()
+            scores[row, k - 1] = 1.0 if total == 0 else 2 * (pred & ref).sum() / total
+    per_class = scores.mean(axis=0)
+    result = {f"dice_{name}": float(v) for name, v in zip(plan.classes[1:], per_class)}
+    return {"mean_dice": float(per_class.mean()), **result}

@@ -1,0 +1,136 @@
+"""Patch sampling with foreground over-sampling, and the augmentations applied to each batch.
+
+Written here rather than taken from MONAI's per-sample transforms because one resampling does it
+all: each patch is read out of its whole case through a single affine grid (`grid_sample`) that
+already holds the flips, rotation and scaling, so spatial augmentation costs as much as a crop, the
+same code serves 2D and 3D, and patches near borders or larger than the image are padded for free.
+Intensity augmentations are vectorised over the batch (nnU-Net's defaults for probabilities).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from seglab.data.layouts import IGNORE_INDEX
+from seglab.plan import Plan
+from seglab.preprocess import Prepared
+
+FOREGROUND_POINTS_PER_CLASS = 10_000
+
+
+class PatchSampler:
+    """Draws augmented (image, label) batches of the plan's patch size from prepared cases."""
+
+    def __init__(self, cases: list[Prepared], plan: Plan, rng: np.random.Generator):
+        self.plan = plan
+        self.rng = rng
+        self.images = [torch.from_numpy(c.image) for c in cases]
+        self.labels = [torch.from_numpy(c.label.astype(np.float32)) for c in cases]
+        self.foreground = [self._foreground_points(c) for c in cases]
+        patch = plan.patch_size
+        axes = [torch.arange(n, dtype=torch.float32) - n // 2 for n in patch]
+        self.offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(patch))
+
+    def _foreground_points(self, case: Prepared) -> dict[int, np.ndarray]:
+        points = {}
+        for k in range(1, self.plan.n_classes):
+            where = np.argwhere(case.label == k)
+            if len(where) > FOREGROUND_POINTS_PER_CLASS:
+                where = where[self.rng.choice(len(where), FOREGROUND_POINTS_PER_CLASS, replace=False)]
+            if len(where):
+                points[k] = where
+        return points
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = [], []
+        for _ in range(self.plan.batch_size):
+            index = int(self.rng.integers(len(self.images)))
+            image, label = self._sample(index)
+            images.append(image)
+            labels.append(label)
+        images = augment_intensity(torch.stack(images), self.plan.augmentation, self.rng)
+        return images, torch.stack(labels).long()
+
+    def _centre(self, index: int) -> np.ndarray:
+        shape = np.array(self.images[index].shape[1:])
+        patch = np.array(self.plan.patch_size)
+        points = self.foreground[index]
+        if points and self.rng.random() < self.plan.foreground_oversampling:
+            chosen = points[list(points)[int(self.rng.integers(len(points)))]]
+            return chosen[int(self.rng.integers(len(chosen)))].astype(float)
+        low = np.minimum(patch // 2, shape // 2)
+        high = np.maximum(shape - (patch - patch // 2), shape // 2)
+        return np.array([self.rng.integers(lo, hi + 1) for lo, hi in zip(low, high)], dtype=float)
+
+    def _sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = self.images[index], self.labels[index]
+        shape = torch.tensor(image.shape[1:], dtype=torch.float32)
+        matrix = torch.from_numpy(spatial_matrix(self.plan.augmentation, len(shape), self.rng))
+        coords = torch.from_numpy(self._centre(index)).float() + self.offsets @ matrix.T
+        normalised = 2 * coords / torch.clamp(shape - 1, min=1) - 1
+        grid = normalised.flip(-1).reshape(1, *self.plan.patch_size, len(shape))
+        patch = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros",
+                              align_corners=True)[0]
+        patch_label = F.grid_sample(label[None, None], grid, mode="nearest", padding_mode="zeros",
+                                    align_corners=True)[0, 0]
+        return patch, patch_label
+
+
+def spatial_matrix(aug: dict, dims: int, rng: np.random.Generator) -> np.ndarray:
+    """Maps patch offsets to case offsets: mirroring, rotation and scaling, each drawn at random."""
+    matrix = np.eye(dims)
+    if rng.random() < aug["rotate_probability"]:
+        limit = math.radians(aug["rotate_degrees"])
+        if dims == 2:
+            matrix = _rotation_2d(rng.uniform(-limit, limit))
+        else:
+            planes = [(1, 2)] if aug.get("rotate_in_plane_only") else [(0, 1), (0, 2), (1, 2)]
+            for a, b in planes:
+                rotation = np.eye(3)
+                rotation[np.ix_([a, b], [a, b])] = _rotation_2d(rng.uniform(-limit, limit))
+                matrix = rotation @ matrix
+    if rng.random() < aug["scale_probability"]:
+        matrix = matrix / rng.uniform(*aug["scale_range"])
+    for axis in aug["flip_axes"]:
+        if rng.random() < 0.5:
+            matrix[:, axis] *= -1
+    return matrix.astype(np.float32)
+
+
+def _rotation_2d(angle: float) -> np.ndarray:
+    cos, sin = math.cos(angle), math.sin(angle)
+    return np.array([[cos, -sin], [sin, cos]])
+
+
+def augment_intensity(images: torch.Tensor, aug: dict, rng: np.random.Generator) -> torch.Tensor:
+    """Gaussian noise, brightness, contrast and gamma, each per sample with its own probability."""
+    batch = images.shape[0]
+    view = (batch,) + (1,) * (images.dim() - 1)
+
+    def chosen(probability: float) -> torch.Tensor:
+        return torch.from_numpy(rng.random(batch) < probability).view(view)
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return torch.from_numpy(rng.uniform(low, high, batch).astype(np.float32)).view(view)
+
+    sigma = torch.sqrt(uniform(0.0, 0.1))
+    images = torch.where(chosen(aug["noise_probability"]),
+                         images + sigma * torch.randn_like(images), images)
+    images = torch.where(chosen(aug["brightness_probability"]), images * uniform(0.75, 1.25), images)
+    dims = tuple(range(1, images.dim()))
+    mean = images.mean(dim=dims, keepdim=True)
+    images = torch.where(chosen(aug["contrast_probability"]),
+                         (images - mean) * uniform(0.75, 1.25) + mean, images)
+    low = images.amin(dim=dims, keepdim=True)
+    span = images.amax(dim=dims, keepdim=True) - low + 1e-7
+    gamma = ((images - low) / span) ** uniform(0.7, 1.5) * span + low
+    return torch.where(chosen(aug["gamma_probability"]), gamma, images)
+
+
+def ignore_mask(labels: torch.Tensor) -> torch.Tensor:
+    """True where a label is scored (not the ignore index)."""
+    return labels != IGNORE_INDEX
