@@ -17,10 +17,12 @@ from seglab.train.loop import create_run, train as train_run
 
 # The demo's budget: small enough to finish in under 5 minutes on 2 CPU cores, end to end.
 DEMO_OVERRIDES = {
-    "epochs": 40,
+    "epochs": 30,
     "iterations_per_epoch": 25,
     "batch_size": 8,
-    "time_budget_minutes": 2.5,
+    "time_budget_minutes": 3.0,
+    "model": {"name": "unet", "widths": [16, 32, 64, 128], "kernels": [[3, 3]] * 4,
+              "strides": [[2, 2]] * 3, "norm": "instance"},
 }
 
 

@@ -27,12 +27,12 @@ def generate_image(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarra
     background = 0.35 + 0.15 * (rng.uniform(-1, 1) * yy + rng.uniform(-1, 1) * xx)
     background = background + 0.06 * ndimage.gaussian_filter(rng.normal(size=(size, size)), 4) * 4
     image = background.copy()
-    contrast = rng.uniform(0.12, 0.35)
-    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (xx + yy) * size / rng.uniform(5, 8))
-    for _ in range(int(rng.integers(2, 6))):
-        kind = 1 if rng.random() < 0.5 else 2
-        cy, cx = rng.uniform(0.1, 0.9, 2) * size
-        radius = rng.uniform(7, 18)
+    contrast = rng.uniform(0.2, 0.4)
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (xx + yy) * size / rng.uniform(6, 9))
+    kinds = [1, 2] + list(rng.integers(1, 3, size=int(rng.integers(0, 3))))
+    for kind in rng.permutation(kinds):
+        cy, cx = rng.uniform(0.12, 0.88, 2) * size
+        radius = rng.uniform(9, 18)
         if kind == 1:
             rows, cols = ellipse(cy, cx, radius, radius * rng.uniform(0.55, 1.0), shape=label.shape,
                                  rotation=rng.uniform(0, np.pi))
@@ -47,8 +47,8 @@ def generate_image(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarra
                                  shape=label.shape)
             image[rows, cols] = background[rows, cols] + contrast * (0.2 + 0.8 * stripes[rows, cols])
         label[rows, cols] = kind
-    image = ndimage.gaussian_filter(image, rng.uniform(0.5, 1.2))
-    image = image + rng.normal(0, rng.uniform(0.01, 0.05), image.shape)
+    image = ndimage.gaussian_filter(image, rng.uniform(0.5, 1.0))
+    image = image + rng.normal(0, rng.uniform(0.01, 0.04), image.shape)
     return (np.clip(image, 0, 1) * 255).astype(np.uint8), label
 
 

@@ -68,7 +68,7 @@ def inspect_dataset(dataset: Dataset) -> Fingerprint:
         except SeglabError as error:
             problems.append(str(error))
             continue
-        records.append(_record(case, raw, rng))
+        records.append(_record(case, raw, ref.labels[0], rng))
     dims = {r["dims"] for r in records}
     if len(dims) > 1:
         by_dims = {d: next(r["path"] for r in records if r["dims"] == d) for d in sorted(dims)}
@@ -85,11 +85,12 @@ def inspect_dataset(dataset: Dataset) -> Fingerprint:
     return _fingerprint(dataset, records, notes)
 
 
-def _record(case, raw: np.ndarray, rng: np.random.Generator) -> dict:
+def _record(case, raw: np.ndarray, label_path, rng: np.random.Generator) -> dict:
     values, counts = np.unique(raw, return_counts=True)
     flat_index = rng.integers(0, raw.size, size=min(INTENSITY_SAMPLES_PER_CASE, raw.size))
     return {
         "path": case.meta["path"],
+        "label_path": str(label_path),
         "dims": case.dims,
         "channels": case.channels,
         "shape": list(case.shape),
@@ -123,7 +124,7 @@ def _resolve_classes(dataset: Dataset, records: list[dict], notes: list[str],
     for record in records:
         bad = sorted(set(record["values"]) - allowed)
         if bad:
-            problems.append(f"{record['path']}: label values {bad[:6]} outside the declared "
+            problems.append(f"{record['label_path']}: label values {bad[:6]} outside the declared "
                             f"classes ({len(dataset.classes)} classes, allowed values "
                             f"{sorted(allowed)[:12]})")
 

@@ -1,0 +1,108 @@
+"""Every user error is one line naming the file and the problem, exit code 2, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from seglab.cli import main
+
+
+def _error(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seglab: error: ")
+    return err
+
+
+def test_missing_path(capsys, tmp_path: Path) -> None:
+    err = _error(capsys, "inspect", str(tmp_path / "nowhere"))
+    assert f"{tmp_path / 'nowhere'}: no such file or folder" in err
+    assert err.count("\n") == 1
+
+
+def test_corrupt_image_and_wrong_size_mask_are_both_named_at_once(
+        capsys, png_dataset: Path) -> None:
+    (png_dataset / "images" / "case03.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(png_dataset / "labels" / "case07.png")
+    err = _error(capsys, "inspect", str(png_dataset))
+    lines = err.strip().splitlines()
+    assert len(lines) == 2
+    assert "images/case03.png: cannot read image" in lines[0]
+    assert "labels/case07.png: size (10, 10) does not match its image (40, 48)" in lines[1]
+
+
+def test_non_integer_labels(capsys, nifti_dataset: Path) -> None:
+    path = nifti_dataset / "labelsTr" / "sph_002.nii.gz"
+    label = nib.load(path)
+    data = np.asanyarray(label.dataobj).astype(np.float32)
+    data[5, 5, 5] = 0.5
+    nib.save(nib.Nifti1Image(data, label.affine), path)
+    err = _error(capsys, "inspect", str(nifti_dataset))
+    assert "sph_002.nii.gz: label values are not integers" in err
+
+
+def test_labels_outside_the_declared_classes(capsys, nifti_dataset: Path) -> None:
+    path = nifti_dataset / "labelsTr" / "sph_004.nii.gz"
+    label = nib.load(path)
+    data = np.asanyarray(label.dataobj).copy()
+    data[0, 0, 0] = 3
+    nib.save(nib.Nifti1Image(data, label.affine), path)
+    err = _error(capsys, "inspect", str(nifti_dataset))
+    assert "sph_004.nii.gz: label values [3] outside the declared classes (3 classes" in err
+
+
+def test_empty_dataset(capsys, tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    err = _error(capsys, "inspect", str(tmp_path))
+    assert "no labelled cases found (empty dataset)" in err
+
+
+def test_mixed_2d_and_3d(capsys, png_dataset: Path, nifti_dataset: Path) -> None:
+    shutil.copy(nifti_dataset / "imagesTr" / "sph_000_0000.nii.gz", png_dataset / "images" / "vol.nii.gz")
+    shutil.copy(nifti_dataset / "labelsTr" / "sph_000.nii.gz", png_dataset / "labels" / "vol.nii.gz")
+    err = _error(capsys, "inspect", str(png_dataset))
+    assert "mixed 2D and 3D images: 2D e.g." in err and "vol.nii.gz" in err
+
+
+def test_folder_that_is_not_a_run(capsys, tmp_path: Path, png_dataset: Path) -> None:
+    err = _error(capsys, "predict", str(tmp_path), str(png_dataset / "images"), "--out",
+                 str(tmp_path / "pred"))
+    assert f"{tmp_path}: not a seglab run" in err
+    err = _error(capsys, "train", "--out", str(tmp_path), "--resume")
+    assert "not a seglab run" in err
+    assert not (tmp_path / "pred").exists()
+
+
+def test_failed_training_leaves_no_run_folder(capsys, png_dataset: Path, tmp_path: Path) -> None:
+    (png_dataset / "labels" / "case01.png").write_bytes(b"not a png")
+    _error(capsys, "train", str(png_dataset), "--out", str(tmp_path / "run"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pngs"]
+
+
+def test_bad_plan_override(capsys, png_dataset: Path, tmp_path: Path) -> None:
+    err = _error(capsys, "train", str(png_dataset), "--out", str(tmp_path / "run"),
+                 "--set", "epoch=3")
+    assert "plan override 'epoch': no such field" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_folders_scores_masks_against_references(capsys, tmp_path: Path) -> None:
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+    ref = np.zeros((10, 10), np.uint8)
+    ref[2:6, 2:6] = 255
+    pred = np.zeros((10, 10), np.uint8)
+    pred[2:6, 2:4] = 255
+    Image.fromarray(ref).save(tmp_path / "ref" / "a.png")
+    Image.fromarray(pred).save(tmp_path / "pred" / "a.png")
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref")]) == 0
+    summary = json.loads((tmp_path / "pred" / "evaluation" / "metrics.json").read_text())["summary"]
+    assert summary["classes"]["class_1"]["dice"]["mean"] == pytest.approx(2 * 8 / (8 + 16))

@@ -1,0 +1,40 @@
+"""Sliding-window inference over any size, and the mapping of predictions back to stored values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from seglab.device import Precision
+from seglab.infer import output_value_map, sliding_window_predict
+from tests.test_sampling import _plan
+
+
+class SignModel(torch.nn.Module):
+    """Class 1 wherever the input is positive: a model whose right answer is known everywhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-x[:, :1], x[:, :1]], dim=1) * 10
+
+
+@pytest.mark.parametrize("shape,patch", [((97, 131), (32, 32)), ((5, 7), (16, 16)),
+                                         ((21, 17, 9), (8, 8, 8))])
+def test_sliding_window_covers_any_size_with_the_exact_answer(shape, patch) -> None:
+    plan = _plan(patch)
+    plan.inference = {"overlap": 0.5, "blend": "gaussian", "batch_size": 4, "mirror_axes": [0]}
+    image = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
+    probs = sliding_window_predict(SignModel(), image, plan, Precision.choose("cpu", "fp32"))
+    assert probs.shape == (2, *shape)
+    assert torch.allclose(probs.sum(0), torch.ones(shape), atol=1e-5)
+    assert np.array_equal(probs.argmax(0).numpy(), image[0] > 0)
+
+
+def test_predictions_are_written_back_in_the_datasets_own_values() -> None:
+    plan = _plan((8, 8))
+    plan.label_values = {255: 0, 0: 1}
+    assert output_value_map(plan) == {0: 255, 1: 0}
+    plan.label_values = {0: 0, 1: 1}
+    assert output_value_map(plan) is None
+    plan.label_values = {0: 1, 32: 1, 255: 0}
+    assert output_value_map(plan) is None

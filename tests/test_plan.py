@@ -1,0 +1,75 @@
+"""The plan: derived from a fingerprint, overridable, and a faithful JSON round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seglab.data.inspect import Fingerprint
+from seglab.errors import SeglabError
+from seglab.plan import Plan, apply_overrides, make_plan, parse_overrides
+
+
+def _fingerprint(dims: int, shape: list[int], spacing: list[float], modality: str = "MRI"):
+    return Fingerprint(
+        name="t", layout="folders", source="/x", dims=dims, channels=1, n_cases=3, n_unlabeled=0,
+        classes=["background", "a"], label_values=None, ignore_label=None, roi_rule=None,
+        modality=modality, class_voxels=[90, 10], shapes=[shape] * 3, spacings=[spacing] * 3,
+        intensity=[{"mean": 5.0, "std": 2.0, "p00_5": -100.0, "p99_5": 300.0}])
+
+
+def test_2d_patch_is_divisible_by_the_network_downsampling() -> None:
+    plan = make_plan(_fingerprint(2, [97, 131], [1.0, 1.0]))
+    divisor = np.prod(np.array(plan.model["strides"]), axis=0)
+    assert all(p % d == 0 for p, d in zip(plan.patch_size, divisor))
+    assert plan.patch_size[0] >= 97 and plan.patch_size[1] >= 131
+    assert len(plan.model["widths"]) == len(plan.model["strides"]) + 1
+
+
+def test_anisotropic_volume_is_not_pooled_along_its_coarse_axis_at_first() -> None:
+    plan = make_plan(_fingerprint(3, [128, 128, 20], [0.5, 0.5, 4.0]))
+    assert plan.target_spacing == [0.5, 0.5, 4.0]
+    assert plan.model["strides"][0] == [2, 2, 1]
+    assert plan.model["kernels"][0] == [3, 3, 1]
+    assert plan.augmentation["rotate_in_plane_only"]
+
+
+def test_large_images_are_cut_into_patches_that_fit_the_memory_budget() -> None:
+    budget = 2**18
+    plan = make_plan(_fingerprint(3, [200, 200, 200], [1.0, 1.0, 1.0]), memory_budget_voxels=budget)
+    assert plan.batch_size * np.prod(plan.patch_size) <= 1.5 * budget
+    assert plan.batch_size >= 2
+
+
+def test_ct_gets_clipping_and_dataset_zscore_other_modalities_per_image() -> None:
+    ct = make_plan(_fingerprint(3, [40, 40, 40], [1.0, 1.0, 1.0], modality="CT"))
+    assert ct.normalization == {"scheme": "ct", "channels": [
+        {"clip": [-100.0, 300.0], "mean": 5.0, "std": 2.0}]}
+    assert make_plan(_fingerprint(2, [40, 40], [1.0, 1.0])).normalization == {"scheme": "zscore"}
+
+
+def test_dotted_overrides_reach_nested_fields_and_unknown_fields_are_refused() -> None:
+    plan = make_plan(_fingerprint(2, [64, 64], [1.0, 1.0]), {"epochs": 3, "optimizer.lr": 0.5})
+    assert plan.epochs == 3 and plan.optimizer["lr"] == 0.5
+    with pytest.raises(SeglabError, match="no such field"):
+        apply_overrides(plan, {"optimizer.momentum_typo": 1})
+    with pytest.raises(SeglabError, match="not a section"):
+        apply_overrides(plan, {"epochs.x": 1})
+
+
+def test_parse_overrides_reads_json_values_and_files(tmp_path: Path) -> None:
+    extra = tmp_path / "o.json"
+    extra.write_text('{"batch_size": 4}')
+    assert parse_overrides(["epochs=5", "model.widths=[8,16]", "loss.name=dice_ce"], [extra]) == {
+        "batch_size": 4, "epochs": 5, "model.widths": [8, 16], "loss.name": "dice_ce"}
+    with pytest.raises(SeglabError, match="key=value"):
+        parse_overrides(["epochs"])
+
+
+def test_plan_round_trips_through_json(tmp_path: Path) -> None:
+    plan = make_plan(_fingerprint(2, [64, 64], [1.0, 1.0]))
+    plan.label_values = {0: 1, 255: 0}
+    plan.save(tmp_path / "plan.json")
+    assert Plan.load(tmp_path / "plan.json") == plan

@@ -1,0 +1,78 @@
+"""Patch sampling and augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from seglab.plan import Plan
+from seglab.preprocess import Prepared
+from seglab.train.sampling import PatchSampler, augment_intensity, spatial_matrix
+
+NO_AUGMENTATION = {
+    "flip_axes": [], "rotate_degrees": 0.0, "rotate_in_plane_only": False,
+    "rotate_probability": 0.0, "scale_range": [1.0, 1.0], "scale_probability": 0.0,
+    "noise_probability": 0.0, "brightness_probability": 0.0, "contrast_probability": 0.0,
+    "gamma_probability": 0.0,
+}
+
+
+def _plan(patch, oversampling=0.0, augmentation=None) -> Plan:
+    return Plan(dims=len(patch), in_channels=1, classes=["bg", "fg"], label_values=None,
+                ignore_label=None, roi_rule=None, normalization={"scheme": "zscore"},
+                target_spacing=None, patch_size=list(patch), batch_size=6, model={}, loss={},
+                optimizer={}, epochs=1, iterations_per_epoch=1, time_budget_minutes=None,
+                foreground_oversampling=oversampling,
+                augmentation=augmentation or dict(NO_AUGMENTATION), inference={}, split={})
+
+
+def _case(shape, foreground_at) -> Prepared:
+    image = np.arange(np.prod(shape), dtype=np.float32).reshape(1, *shape)
+    label = np.zeros(shape, np.uint8)
+    label[foreground_at] = 1
+    return Prepared("c", image, label, None, shape)
+
+
+def test_without_augmentation_a_patch_is_an_exact_crop_of_the_image() -> None:
+    case = _case((30, 40), (5, 5))
+    sampler = PatchSampler([case], _plan((8, 12)), np.random.default_rng(0))
+    images, labels = sampler.batch()
+    for patch in images[:, 0].numpy():
+        row, col = np.unravel_index(int(patch[0, 0]), (30, 40))
+        assert np.array_equal(patch, case.image[0, row:row + 8, col:col + 12])
+
+
+def test_full_foreground_oversampling_puts_foreground_in_every_patch() -> None:
+    case = _case((64, 64, 64), (50, 10, 40))
+    sampler = PatchSampler([case], _plan((8, 8, 8), oversampling=1.0), np.random.default_rng(0))
+    _, labels = sampler.batch()
+    assert all(label.sum() >= 1 for label in labels)
+
+
+def test_patches_larger_than_the_image_are_padded() -> None:
+    case = _case((5, 6), (2, 2))
+    sampler = PatchSampler([case], _plan((16, 16)), np.random.default_rng(0))
+    images, labels = sampler.batch()
+    assert images.shape == (6, 1, 16, 16) and (images[:, 0] == 0).sum() > 0
+    assert set(torch.unique(labels).tolist()) <= {0, 1}
+
+
+def test_spatial_matrix_with_only_flips_is_a_signed_identity() -> None:
+    augmentation = dict(NO_AUGMENTATION, flip_axes=[0, 1, 2])
+    matrix = spatial_matrix(augmentation, 3, np.random.default_rng(3))
+    assert np.allclose(np.abs(matrix), np.eye(3))
+
+
+def test_rotation_matrix_is_orthonormal_and_scaling_divides_it() -> None:
+    augmentation = dict(NO_AUGMENTATION, rotate_probability=1.0, rotate_degrees=30.0,
+                        scale_probability=1.0, scale_range=[2.0, 2.0])
+    matrix = spatial_matrix(augmentation, 3, np.random.default_rng(1))
+    assert np.allclose(matrix @ matrix.T, np.eye(3) / 4, atol=1e-6)
+
+
+def test_intensity_augmentation_with_zero_probabilities_changes_nothing() -> None:
+    images = torch.randn(4, 2, 8, 8)
+    assert torch.equal(augment_intensity(images, NO_AUGMENTATION, np.random.default_rng(0)), images)
+    noisy = augment_intensity(images, dict(NO_AUGMENTATION, noise_probability=1.0),
+                              np.random.default_rng(0))
+    assert not torch.equal(noisy, images)

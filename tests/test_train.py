@@ -1,0 +1,112 @@
+"""Training end to end on tiny data: run folder, checkpoints, resume after kill -9, predictions in
+the input's format and geometry."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seglab import api
+from seglab.data.io import read_label
+from seglab.run import Run, load_checkpoint
+from tests.conftest import nifti_affine
+
+TINY_2D = {"epochs": 2, "iterations_per_epoch": 3, "batch_size": 2,
+           "model.widths": [4, 8, 16], "model.strides": [[2, 2], [2, 2]],
+           "model.kernels": [[3, 3]] * 3, "patch_size": [32, 32]}
+TINY_3D = {"epochs": 2, "iterations_per_epoch": 2, "batch_size": 2,
+           "model.widths": [4, 8, 16], "model.strides": [[2, 2, 1], [2, 2, 2]],
+           "model.kernels": [[3, 3, 3]] * 3, "patch_size": [16, 16, 8]}
+
+
+def test_training_writes_a_complete_run_whose_checkpoints_load_without_unpickling(
+        png_dataset: Path, tmp_path: Path) -> None:
+    run = api.train(png_dataset, tmp_path / "run", TINY_2D, progress=False)
+    for name in ("plan.json", "fingerprint.json", "split.json", "run.json", "log.jsonl",
+                 "checkpoints/last.pt", "checkpoints/best.pt", "evaluation/metrics.json",
+                 "evaluation/metrics_per_case.csv"):
+        assert (run.path / name).is_file(), name
+    assert [r["epoch"] for r in run.log()] == [1, 2]
+    state = torch.load(run.path / "checkpoints" / "last.pt", weights_only=True)
+    assert state["progress"]["finished"] and state["progress"]["step"] == 6
+    split = json.loads((run.path / "split.json").read_text())
+    assert len(split["test"]) == len(os.listdir(run.path / "predictions" / "test"))
+    assert not set(split["train"]) & set(split["test"])
+
+
+def test_2d_prediction_has_the_input_size_and_the_datasets_values(
+        png_dataset: Path, tmp_path: Path) -> None:
+    run = api.train(png_dataset, tmp_path / "run", TINY_2D, progress=False, evaluate=False)
+    odd = tmp_path / "odd.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 53), dtype=np.uint8)).save(odd)
+    written = api.predict(run.path, [odd, png_dataset / "images"], tmp_path / "pred",
+                          probabilities=True)
+    mask = read_label(tmp_path / "pred" / "odd.png")
+    assert mask.shape == (37, 53)
+    assert set(np.unique(mask)) <= {0, 255}
+    assert (tmp_path / "pred" / "odd_probs.npz").is_file()
+    assert len(written) == 2 * 13
+
+
+def test_3d_prediction_as_nifti_has_the_input_shape_and_affine(
+        nifti_dataset: Path, tmp_path: Path) -> None:
+    run = api.train(nifti_dataset, tmp_path / "run", TINY_3D, progress=False, evaluate=False)
+    source = nifti_dataset / "imagesTs" / "sph_100_0000.nii.gz"
+    api.predict(run.path, [source], tmp_path / "pred")
+    written = nib.load(tmp_path / "pred" / "sph_100_0000.nii.gz")
+    assert written.shape == (20, 18, 9)
+    assert np.allclose(written.affine, nifti_affine())
+    assert np.issubdtype(written.get_data_dtype(), np.integer)
+
+
+def _start_training(data: Path, out: Path, *extra: str) -> subprocess.Popen:
+    settings = ["--set", "epochs=4", "--set", "iterations_per_epoch=6", "--set", "batch_size=2",
+                "--set", "model.widths=[4,8,16]", "--set", "model.strides=[[2,2],[2,2]]",
+                "--set", "model.kernels=[[3,3],[3,3],[3,3]]", "--set", "patch_size=[32,32]"]
+    args = [sys.executable, "-m", "seglab", "train", *([str(data)] if data else []),
+            "--out", str(out), "--no-evaluate", *extra]
+    return subprocess.Popen(args + ([] if "--resume" in extra else settings),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_training_killed_mid_epoch_resumes_and_finishes(png_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    process = _start_training(png_dataset, out)
+    last = out / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 240
+    while not last.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert last.exists(), process.stderr.read().decode()
+    time.sleep(0.3)  # into the second epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = load_checkpoint(last)["progress"]
+    assert not killed_at["finished"] and killed_at["epoch"] < 4
+
+    resumed = _start_training(None, out, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    final = load_checkpoint(last)["progress"]
+    assert final["finished"] and final["epoch"] == 4 and final["step"] == 24
+    assert [r["epoch"] for r in Run.open(out).log()] == [1, 2, 3, 4]
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+    load_checkpoint(out / "checkpoints" / "best.pt")
+
+
+@pytest.mark.parametrize("resume_twice", [True])
+def test_resuming_a_finished_run_changes_nothing(png_dataset: Path, tmp_path: Path,
+                                                 resume_twice: bool) -> None:
+    run = api.train(png_dataset, tmp_path / "run", TINY_2D, progress=False, evaluate=False)
+    before = (run.path / "checkpoints" / "last.pt").read_bytes()
+    api.train(None, run.path, resume=resume_twice, progress=False, evaluate=False)
+    assert (run.path / "checkpoints" / "last.pt").read_bytes() == before
