@@ -48,7 +48,8 @@ def create(name: str, dims: int, in_channels: int, classes: int, **options) -> n
     if entry is None:
         raise SeglabError(f"model {name!r} is not registered (available: {sorted(_REGISTRY)})")
     if dims not in entry.dims:
-        raise SeglabError(f"model {name!r} exists in {entry.dims}D only, not {dims}D")
+        supported = " and ".join(f"{d}D" for d in entry.dims)
+        raise SeglabError(f"model {name!r} exists in {supported} only, not {dims}D")
     return entry.build(dims=dims, in_channels=in_channels, classes=classes, **options)
 
 
