@@ -30,7 +30,7 @@ BENCHMARKS = {
     "chasedb1": {
         "data": ROOT / "examples" / "chasedb1.yaml",
         "title": "CHASE_DB1 retinal vessels (2D, 20 train / 8 test, 1stHO, inside the FOV)",
-        "overrides": {"patch_size": [256, 256], "batch_size": 4, "epochs": 1000,
+        "overrides": {"patch_size": [256, 256], "batch_size": 2, "epochs": 1000,
                       "iterations_per_epoch": 100,
                       "model.widths": [16, 32, 64, 128, 256],
                       "model.kernels": [[3, 3]] * 5, "model.strides": [[2, 2]] * 4,
@@ -42,7 +42,7 @@ BENCHMARKS = {
     "hippocampus": {
         "data": ROOT / "examples" / "msd_hippocampus.yaml",
         "title": "MSD Task04 Hippocampus (3D MRI, 167 train / 41 test, fixed split)",
-        "overrides": {"epochs": 1000, "iterations_per_epoch": 100,
+        "overrides": {"batch_size": 2, "epochs": 1000, "iterations_per_epoch": 100,
                       "split.val_fraction": 0.1},
         "published": "nnU-Net 5-fold CV on the 260 training cases: anterior ~0.90, posterior "
                      "~0.89 (Isensee et al. 2018, arXiv:1809.10486; not re-verified)",

@@ -106,3 +106,12 @@ def test_evaluate_folders_scores_masks_against_references(capsys, tmp_path: Path
     assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref")]) == 0
     summary = json.loads((tmp_path / "pred" / "evaluation" / "metrics.json").read_text())["summary"]
     assert summary["classes"]["class_1"]["dice"]["mean"] == pytest.approx(2 * 8 / (8 + 16))
+
+
+def test_implausible_spacing_is_named(capsys, nifti_dataset: Path) -> None:
+    path = nifti_dataset / "imagesTr" / "sph_003_0000.nii.gz"
+    broken = nib.Nifti1Image(np.asanyarray(nib.load(path).dataobj), None)
+    broken.header.set_zooms((0.9, 1e6, 2.0))  # a metre-sized voxel: a broken header
+    nib.save(broken, path)
+    err = _error(capsys, "inspect", str(nifti_dataset))
+    assert "sph_003_0000.nii.gz: implausible voxel spacing" in err

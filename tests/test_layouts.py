@@ -41,6 +41,15 @@ def test_nnunet_layout_groups_channels_and_reads_label_names(nifti_dataset: Path
     assert case.spacing == pytest.approx((0.9, 0.9, 2.0))
 
 
+MAPPED_YAML = """
+images: raw/*.png
+id: 'img_(?P<id>\\d+)\\.png$'
+labels: 'gt/mask-{id}.png'
+classes: [background, thing]
+label_values: {200: 0, 100: 1}
+"""
+
+
 def _yaml_dataset(tmp_path: Path, text: str) -> Path:
     (tmp_path / "raw").mkdir()
     (tmp_path / "gt").mkdir()
@@ -57,15 +66,7 @@ def _yaml_dataset(tmp_path: Path, text: str) -> Path:
 
 
 def test_yaml_id_regex_template_label_mapping_ignore_and_split(tmp_path: Path) -> None:
-    root = _yaml_dataset(tmp_path, """
-images: raw/*.png
-id: 'img_(?P<id>\\d+)\\.png$'
-labels: 'gt/mask-{id}.png'
-classes: [background, thing]
-label_values: {200: 0, 100: 1}
-ignore_label: 7
-split: {test: ['3'], val: 'img_2'}
-""")
+    root = _yaml_dataset(tmp_path, MAPPED_YAML + "ignore_label: 7\nsplit: {test: ['3'], val: 'img_2'}\n")
     dataset = find_dataset(root)
     assert [c.case_id for c in dataset.cases] == ["0", "1", "2", "3"]
     assert dataset.split == {"test": ["3"], "val": ["2"]}
@@ -75,13 +76,7 @@ split: {test: ['3'], val: 'img_2'}
 
 
 def test_yaml_label_value_outside_the_mapping_is_named(tmp_path: Path) -> None:
-    root = _yaml_dataset(tmp_path, """
-images: raw/*.png
-id: 'img_(?P<id>\\d+)\\.png$'
-labels: 'gt/mask-{id}.png'
-classes: [background, thing]
-label_values: {200: 0, 100: 1}
-""")
+    root = _yaml_dataset(tmp_path, MAPPED_YAML)
     with pytest.raises(SeglabError, match=r"mask-0\.png: label values \[7\]"):
         inspect_dataset(find_dataset(root))
 

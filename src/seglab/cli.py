@@ -1,8 +1,12 @@
-"""The `seglab` command: a thin layer over `seglab.api`. User errors print one line and exit 2."""
+"""The `seglab` command: a thin layer over `seglab.api`. User errors print one line and exit 2.
+
+The handlers import the API when called, so that `seglab --help` answers without loading PyTorch.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -144,8 +148,6 @@ def _demo(args) -> None:
 
 
 def _print_evaluation(folder: Path) -> None:
-    import json
-
     from seglab.metrics import format_summary_table
 
     path = folder / "metrics.json"

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from seglab.data.inspect import Fingerprint
+from seglab.data.io import write_text_atomic
 from seglab.errors import SeglabError
 
 MIN_FEATURE_SIZE = 4
@@ -68,8 +69,6 @@ class Plan:
         return cls(**data)
 
     def save(self, path: Path) -> None:
-        from seglab.data.io import write_text_atomic
-
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod

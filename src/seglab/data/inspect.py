@@ -65,6 +65,8 @@ def inspect_dataset(dataset: Dataset) -> Fingerprint:
                 raw = read_case_label(dataset, ref, case.shape).astype(np.int64)
             if not ref.labels:
                 raise SeglabError(f"{ref.images[0]}: no label file found for case {ref.case_id!r}")
+            if not all(np.isfinite(s) and 0 < s < 1e4 for s in case.spacing):
+                raise SeglabError(f"{ref.images[0]}: implausible voxel spacing {case.spacing}")
         except SeglabError as error:
             problems.append(str(error))
             continue
