@@ -38,3 +38,20 @@ def test_predictions_are_written_back_in_the_datasets_own_values() -> None:
     assert output_value_map(plan) is None
     plan.label_values = {0: 1, 32: 1, 255: 0}
     assert output_value_map(plan) is None
+
+
+def test_volumes_are_resampled_to_the_target_spacing_and_predicted_back_on_their_own_grid() -> None:
+    from seglab.case import Case
+    from seglab.infer import predict_case
+    from seglab.preprocess import prepare_case
+
+    plan = _plan((8, 8, 8))
+    plan.inference = {"overlap": 0.5, "blend": "gaussian", "batch_size": 4, "mirror_axes": []}
+    plan.target_spacing = [1.8, 1.8, 2.0]
+    image = np.full((1, 20, 18, 9), -1.0, np.float32)
+    image[:, 5:15, 4:14, 2:7] = 3.0
+    case = Case("v", image, (0.9, 0.9, 2.0))
+    assert prepare_case(case, plan).image.shape == (1, 10, 9, 9)
+    mask, probs = predict_case(SignModel(), case, plan, Precision.choose("cpu", "fp32"))
+    assert mask.shape == (20, 18, 9) and probs.shape == (2, 20, 18, 9)
+    assert (mask == (image[0] > 0)).mean() > 0.95

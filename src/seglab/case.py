@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,8 +41,3 @@ class Case:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.image.shape[1:])
-
-    @property
-    def source(self) -> Path | None:
-        path = self.meta.get("path")
-        return Path(path) if path else None

@@ -121,8 +121,3 @@ def _against_folder(predictions: dict[str, Path], references: dict[str, Path],
                                spacing, None, IGNORE_INDEX)
         per_case.append({"case": stem, **scores})
     return per_case, classes
-
-
-def mean_dice(summary: dict[str, Any]) -> float:
-    return float(summary["mean"]["dice"]["mean"])
-

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seglab.data.layouts import IGNORE_INDEX
 from seglab.plan import Plan
 from seglab.preprocess import Prepared
 
@@ -129,8 +128,3 @@ def augment_intensity(images: torch.Tensor, aug: dict, rng: np.random.Generator)
     span = images.amax(dim=dims, keepdim=True) - low + 1e-7
     gamma = ((images - low) / span) ** uniform(0.7, 1.5) * span + low
     return torch.where(chosen(aug["gamma_probability"]), gamma, images)
-
-
-def ignore_mask(labels: torch.Tensor) -> torch.Tensor:
-    """True where a label is scored (not the ignore index)."""
-    return labels != IGNORE_INDEX
