@@ -28,3 +28,17 @@ def test_unknown_model_and_unsupported_dims_are_clear_errors(monkeypatch) -> Non
 def test_registry_lists_every_model_with_its_paper() -> None:
     entry = next(e for e in models.available() if e.name == "unet")
     assert entry.dims == (2, 3) and "Ronneberger" in entry.paper
+
+
+def test_model_cost_counts_parameters_and_flops_of_a_known_convolution(monkeypatch) -> None:
+    from seglab.models.summary import model_cost, models_table
+
+    def one_conv(dims, in_channels, classes):
+        return torch.nn.Conv2d(in_channels, classes, 3, padding=1)
+
+    monkeypatch.setitem(models._REGISTRY, "conv", models.ModelEntry("conv", (2,), one_conv, "-"))
+    cost = model_cost("conv", 2, 1, 2, (8, 8))
+    assert cost["params_m"] * 1e6 == pytest.approx(2 * 9 + 2)
+    assert cost["gflops"] * 1e9 == pytest.approx(2 * 9 * 2 * 64)
+    table = models_table((64, 64), (32, 32, 32))
+    assert "conv     2D" in table and "unet     3D" in table

@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label-values", help="raw:class pairs, e.g. 0:0,255:1")
     evaluate.set_defaults(handler=_evaluate)
 
+    listing = commands.add_parser("models", help="list the registered models and their cost")
+    listing.add_argument("--size2d", default="256x256", help="2D input size for GFLOPs")
+    listing.add_argument("--size3d", default="64x64x64", help="3D input size for GFLOPs")
+    listing.set_defaults(handler=_models)
+
     demo = commands.add_parser("demo", help="generate the built-in data, train, predict, score")
     demo.add_argument("--out", type=Path, default=Path("seglab-demo"))
     demo.add_argument("--seed", type=int, default=0)
@@ -126,6 +131,19 @@ def _evaluate(args) -> None:
             raise SeglabError(f"--label-values {args.label_values!r}: expected pairs like 0:0,255:1")
     evaluate(args.pred, args.reference, out, classes, values)
     _print_evaluation(out)
+
+
+def _models(args) -> None:
+    from seglab.models.summary import models_table
+
+    try:
+        size2d = tuple(int(n) for n in args.size2d.split("x"))
+        size3d = tuple(int(n) for n in args.size3d.split("x"))
+    except ValueError:
+        raise SeglabError("--size2d/--size3d: expected sizes like 256x256 and 64x64x64")
+    if len(size2d) != 2 or len(size3d) != 3:
+        raise SeglabError("--size2d needs two numbers and --size3d three, e.g. 256x256, 64x64x64")
+    print(models_table(size2d, size3d))
 
 
 def _demo(args) -> None:
