@@ -9,7 +9,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from seglab.plan import Plan
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+NO_AUGMENTATION = {
+    "flip_axes": [], "rotate_degrees": 0.0, "rotate_in_plane_only": False,
+    "rotate_probability": 0.0, "scale_range": [1.0, 1.0], "scale_probability": 0.0,
+    "noise_probability": 0.0, "brightness_probability": 0.0, "contrast_probability": 0.0,
+    "gamma_probability": 0.0,
+}
+
+
+def small_plan(patch, oversampling=0.0, augmentation=None) -> Plan:
+    """A 2-class plan with the given patch, no augmentation unless asked, for unit tests."""
+    return Plan(dims=len(patch), in_channels=1, classes=["bg", "fg"], label_values=None,
+                ignore_label=None, roi_rule=None, normalization={"scheme": "zscore"},
+                target_spacing=None, patch_size=list(patch), batch_size=6, model={}, loss={},
+                optimizer={}, epochs=1, iterations_per_epoch=1, time_budget_minutes=None,
+                foreground_oversampling=oversampling,
+                augmentation=augmentation or dict(NO_AUGMENTATION), inference={}, split={})
 
 
 def needs_shared(name: str):

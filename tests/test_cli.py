@@ -115,3 +115,20 @@ def test_implausible_spacing_is_named(capsys, nifti_dataset: Path) -> None:
     nib.save(broken, path)
     err = _error(capsys, "inspect", str(nifti_dataset))
     assert "sph_003_0000.nii.gz: implausible voxel spacing" in err
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_evaluate_against_a_dataset_uses_its_label_mapping(
+        capsys, png_dataset: Path, tmp_path: Path, declared: bool) -> None:
+    if declared:
+        (png_dataset / "seglab.yaml").write_text(
+            "images: images/*.png\nlabels: labels/{id}.png\nclasses: [background, disc]\n"
+            "label_values: {0: 0, 255: 1}\n")
+    predictions = tmp_path / "pred"
+    shutil.copytree(png_dataset / "labels", predictions)
+    empty = np.zeros((40, 48), np.uint8)
+    Image.fromarray(empty).save(predictions / "case05.png")
+    assert main(["evaluate", str(predictions), str(png_dataset)]) == 0
+    summary = json.loads((predictions / "evaluation" / "metrics.json").read_text())["summary"]
+    dice = next(iter(summary["classes"].values()))["dice"]
+    assert dice["n"] == 12 and dice["mean"] == pytest.approx(11 / 12)

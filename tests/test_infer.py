@@ -8,7 +8,7 @@ import torch
 
 from seglab.device import Precision
 from seglab.infer import output_value_map, sliding_window_predict
-from tests.test_sampling import _plan
+from tests.conftest import small_plan
 
 
 class SignModel(torch.nn.Module):
@@ -21,7 +21,7 @@ class SignModel(torch.nn.Module):
 @pytest.mark.parametrize("shape,patch", [((97, 131), (32, 32)), ((5, 7), (16, 16)),
                                          ((21, 17, 9), (8, 8, 8))])
 def test_sliding_window_covers_any_size_with_the_exact_answer(shape, patch) -> None:
-    plan = _plan(patch)
+    plan = small_plan(patch)
     plan.inference = {"overlap": 0.5, "blend": "gaussian", "batch_size": 4, "mirror_axes": [0]}
     image = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
     probs = sliding_window_predict(SignModel(), image, plan, Precision.choose("cpu", "fp32"))
@@ -31,7 +31,7 @@ def test_sliding_window_covers_any_size_with_the_exact_answer(shape, patch) -> N
 
 
 def test_predictions_are_written_back_in_the_datasets_own_values() -> None:
-    plan = _plan((8, 8))
+    plan = small_plan((8, 8))
     plan.label_values = {255: 0, 0: 1}
     assert output_value_map(plan) == {0: 255, 1: 0}
     plan.label_values = {0: 0, 1: 1}
@@ -45,7 +45,7 @@ def test_volumes_are_resampled_to_the_target_spacing_and_predicted_back_on_their
     from seglab.infer import predict_case
     from seglab.preprocess import prepare_case
 
-    plan = _plan((8, 8, 8))
+    plan = small_plan((8, 8, 8))
     plan.inference = {"overlap": 0.5, "blend": "gaussian", "batch_size": 4, "mirror_axes": []}
     plan.target_spacing = [1.8, 1.8, 2.0]
     image = np.full((1, 20, 18, 9), -1.0, np.float32)

@@ -5,26 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from seglab.plan import Plan
 from seglab.preprocess import Prepared
 from seglab.train.sampling import PatchSampler, augment_intensity, spatial_matrix
-
-NO_AUGMENTATION = {
-    "flip_axes": [], "rotate_degrees": 0.0, "rotate_in_plane_only": False,
-    "rotate_probability": 0.0, "scale_range": [1.0, 1.0], "scale_probability": 0.0,
-    "noise_probability": 0.0, "brightness_probability": 0.0, "contrast_probability": 0.0,
-    "gamma_probability": 0.0,
-}
-
-
-def _plan(patch, oversampling=0.0, augmentation=None) -> Plan:
-    return Plan(dims=len(patch), in_channels=1, classes=["bg", "fg"], label_values=None,
-                ignore_label=None, roi_rule=None, normalization={"scheme": "zscore"},
-                target_spacing=None, patch_size=list(patch), batch_size=6, model={}, loss={},
-                optimizer={}, epochs=1, iterations_per_epoch=1, time_budget_minutes=None,
-                foreground_oversampling=oversampling,
-                augmentation=augmentation or dict(NO_AUGMENTATION), inference={}, split={})
-
+from tests.conftest import NO_AUGMENTATION, small_plan
 
 def _case(shape, foreground_at) -> Prepared:
     image = np.arange(np.prod(shape), dtype=np.float32).reshape(1, *shape)
@@ -35,7 +18,7 @@ def _case(shape, foreground_at) -> Prepared:
 
 def test_without_augmentation_a_patch_is_an_exact_crop_of_the_image() -> None:
     case = _case((30, 40), (5, 5))
-    sampler = PatchSampler([case], _plan((8, 12)), np.random.default_rng(0))
+    sampler = PatchSampler([case], small_plan((8, 12)), np.random.default_rng(0))
     images, labels = sampler.batch()
     for patch in images[:, 0].numpy():
         row, col = np.unravel_index(int(round(float(patch[0, 0]))), (30, 40))
@@ -44,14 +27,14 @@ def test_without_augmentation_a_patch_is_an_exact_crop_of_the_image() -> None:
 
 def test_full_foreground_oversampling_puts_foreground_in_every_patch() -> None:
     case = _case((64, 64, 64), (50, 10, 40))
-    sampler = PatchSampler([case], _plan((8, 8, 8), oversampling=1.0), np.random.default_rng(0))
+    sampler = PatchSampler([case], small_plan((8, 8, 8), oversampling=1.0), np.random.default_rng(0))
     _, labels = sampler.batch()
     assert all(label.sum() >= 1 for label in labels)
 
 
 def test_patches_larger_than_the_image_are_padded() -> None:
     case = _case((5, 6), (2, 2))
-    sampler = PatchSampler([case], _plan((16, 16)), np.random.default_rng(0))
+    sampler = PatchSampler([case], small_plan((16, 16)), np.random.default_rng(0))
     images, labels = sampler.batch()
     assert images.shape == (6, 1, 16, 16) and (images[:, 0] == 0).sum() > 0
     assert set(torch.unique(labels).tolist()) <= {0, 1}

@@ -28,12 +28,10 @@ EXPECTED = [
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize("name,folder,cases,unlabeled,dims,channels,classes,share", EXPECTED,
-                         ids=[e[0] for e in EXPECTED])
+@pytest.mark.parametrize("name,folder,cases,unlabeled,dims,channels,classes,share", [
+    pytest.param(*expected, id=expected[0], marks=needs_shared(expected[1])) for expected in EXPECTED])
 def test_example_yaml_loads_the_shared_dataset_with_the_right_counts(
         name, folder, cases, unlabeled, dims, channels, classes, share) -> None:
-    if not (Path(__file__).resolve().parents[2] / "shared" / "datasets" / folder).is_dir():
-        pytest.skip(f"../shared/datasets/{folder} is not here")
     fingerprint = inspect_dataset(find_dataset(EXAMPLES / f"{name}.yaml"))
     assert fingerprint.n_cases == cases
     assert fingerprint.n_unlabeled == unlabeled
@@ -42,6 +40,7 @@ def test_example_yaml_loads_the_shared_dataset_with_the_right_counts(
     assert share[0] <= foreground <= share[1]
 
 
+@pytest.mark.shared
 @needs_shared("CHASEDB1")
 def test_chasedb1_field_of_view_covers_the_fundus_disc_only() -> None:
     from seglab.data.loading import load_case

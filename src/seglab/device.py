@@ -76,8 +76,9 @@ class Precision:
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.to(self.device)
         if self.channels_last:
-            dims = sum(1 for m in model.modules() if isinstance(m, torch.nn.Conv3d))
-            model = model.to(memory_format=torch.channels_last_3d if dims else torch.channels_last)
+            volumetric = any(isinstance(m, torch.nn.Conv3d) for m in model.modules())
+            layout = torch.channels_last_3d if volumetric else torch.channels_last
+            model = model.to(memory_format=layout)
         return model
 
     def describe(self) -> dict[str, str]:

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from seglab.data.inspect import inspect_dataset
-from seglab.data.io import IMAGE_SUFFIXES, read_image, read_label, suffix_of, write_mask
+from seglab.data.io import (IMAGE_SUFFIXES, read_label, read_label_with_spacing, suffix_of,
+                            write_mask)
 from seglab.data.layouts import IGNORE_INDEX, Dataset, find_dataset
 from seglab.data.loading import load_case, map_label_values
 from seglab.device import Precision
@@ -73,7 +74,8 @@ def _label_files(path: Path) -> dict[str, Path]:
 
 
 def _against_dataset(predictions: dict[str, Path], dataset: Dataset):
-    inspect_dataset(dataset)  # settles the classes and label mapping, and checks the references
+    if dataset.classes is None:
+        inspect_dataset(dataset)  # settles the undeclared classes and label mapping
     by_stem = {}
     for ref in dataset.cases:
         stem = ref.images[0].name[: -len(suffix_of(ref.images[0]))]
@@ -101,21 +103,20 @@ def _against_folder(predictions: dict[str, Path], references: dict[str, Path],
         raise SeglabError(f"{predictions[unmatched[0]]}: no reference file with the same name")
     pairs = []
     for stem, path in predictions.items():
-        pred, ref = read_label(path), read_label(references[stem])
+        pred, (ref, spacing) = read_label(path), read_label_with_spacing(references[stem])
         if pred.shape != ref.shape:
             raise SeglabError(f"{path}: size {pred.shape} does not match the reference "
                               f"{references[stem]} {ref.shape}")
-        pairs.append((stem, path, pred, ref))
+        pairs.append((stem, path, pred, ref, spacing))
     if classes is None:
-        top = max(int(max(p.max(), r.max())) for _, _, p, r in pairs)
+        top = max(int(max(p.max(), r.max())) for _, _, p, r, _ in pairs)
         if label_values is None and top == 255:
             label_values = {0: 0, 255: 1}
             top = 1
         classes = ["background"] + [f"class_{k}" for k in range(1, top + 1)]
     mapping = Dataset("", Path("."), "folder", [], classes=classes, label_values=label_values)
     per_case = []
-    for stem, path, pred, ref in pairs:
-        spacing = read_image(references[stem]).spacing
+    for stem, path, pred, ref, spacing in pairs:
         scores = evaluate_case(map_label_values(pred, mapping, path),
                                map_label_values(ref, mapping, references[stem]), classes,
                                spacing, None, IGNORE_INDEX)

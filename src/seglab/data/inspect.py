@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -87,7 +88,7 @@ def inspect_dataset(dataset: Dataset) -> Fingerprint:
     return _fingerprint(dataset, records, notes)
 
 
-def _record(case, raw: np.ndarray, label_path, rng: np.random.Generator) -> dict:
+def _record(case, raw: np.ndarray, label_path: Path, rng: np.random.Generator) -> dict:
     values, counts = np.unique(raw, return_counts=True)
     flat_index = rng.integers(0, raw.size, size=min(INTENSITY_SAMPLES_PER_CASE, raw.size))
     return {

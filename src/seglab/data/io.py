@@ -67,8 +67,13 @@ def read_label(path: Path) -> np.ndarray:
 
     Palette images give their palette indices (as Pascal VOC masks store their classes).
     """
+    return read_label_with_spacing(path)[0]
+
+
+def read_label_with_spacing(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """`read_label` and the file's voxel spacing, from one read (for spacing-aware scoring)."""
     path = Path(path)
-    array, _, _ = _read(path, label=True)
+    array, spacing, _ = _read(path, label=True)
     if array.shape[0] > 1:
         if not (array == array[:1]).all():
             raise SeglabError(
@@ -82,7 +87,7 @@ def read_label(path: Path) -> np.ndarray:
         if off.any():
             raise SeglabError(f"{path}: label values are not integers (e.g. {array[off][0]:g})")
         array = rounded
-    return array.astype(np.int64)
+    return array.astype(np.int64), spacing
 
 
 def write_mask(
