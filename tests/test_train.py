@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -107,3 +108,33 @@ def test_resuming_a_finished_run_changes_nothing(png_dataset: Path, tmp_path: Pa
     before = (run.path / "checkpoints" / "last.pt").read_bytes()
     api.train(None, run.path, resume=True, progress=False, evaluate=False)
     assert (run.path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("crash_in", ["log", "checkpoint"])
+def test_a_crash_between_log_and_checkpoint_leaves_each_epoch_logged_once(
+        png_dataset: Path, tmp_path: Path, monkeypatch, crash_in: str) -> None:
+    from seglab.train import loop
+
+    def crash_at_epoch_2(original):
+        def wrapped(*args):
+            if _epoch_of(args) == 2:
+                raise RuntimeError("simulated crash")
+            return original(*args)
+        return wrapped
+
+    def _epoch_of(args) -> int:
+        if crash_in == "log":
+            return args[1]["epoch"]
+        path, state = args
+        return state["progress"]["epoch"] if path.name == "last.pt" else 0
+
+    if crash_in == "log":
+        monkeypatch.setattr(Run, "append_log", crash_at_epoch_2(Run.append_log))
+    else:
+        monkeypatch.setattr(loop, "save_checkpoint", crash_at_epoch_2(loop.save_checkpoint))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        api.train(png_dataset, tmp_path / "run", TINY_2D, progress=False, evaluate=False)
+    monkeypatch.undo()
+    run = api.train(None, tmp_path / "run", resume=True, progress=False, evaluate=False)
+    assert [r["epoch"] for r in run.log()] == [1, 2]
+    assert load_checkpoint(run.path / "checkpoints" / "last.pt")["progress"]["step"] == 6

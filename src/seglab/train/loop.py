@@ -95,7 +95,7 @@ def train(run: Run, precision: Precision | None = None, progress: bool = True,
         rng.bit_generator.state = saved["numpy_rng"]
         torch.set_rng_state(saved["torch_rng"])
         state = saved["progress"]
-        _trim_log(run, state["epoch"])
+    _trim_log(run, state["epoch"])
     if state["finished"]:
         return run.log()[-1] if run.log() else {}
     run.write_json("run.json", {**run.read_json("run.json"), **precision.describe()})
@@ -143,17 +143,18 @@ def train(run: Run, precision: Precision | None = None, progress: bool = True,
         improved = val["mean_dice"] > state["best_dice"] or not val_cases
         if improved:
             state["best_dice"] = val["mean_dice"]
-        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                      "progress": dict(state)}
-        save_checkpoint(last, checkpoint)
-        if improved:
-            save_checkpoint(run.checkpoints / "best.pt", {"model": model.state_dict(),
-                                                         "progress": dict(state)})
         record = {"epoch": state["epoch"], "step": state["step"], "loss": float(np.mean(losses)),
                   "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(state["elapsed"], 2),
                   **val}
+        # Log line, then best, then last: last.pt is the commit point. A kill before it is
+        # rolled back on resume (`_trim_log` drops lines past the checkpoint); after it, all agree.
         run.append_log(record)
+        if improved:
+            save_checkpoint(run.checkpoints / "best.pt", {"model": model.state_dict(),
+                                                         "progress": dict(state)})
+        save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "numpy_rng": rng.bit_generator.state,
+                               "torch_rng": torch.get_rng_state(), "progress": dict(state)})
         if progress:
             tqdm.write(f"epoch {state['epoch']:>3}  loss {record['loss']:.4f}  val Dice "
                        f"{val['mean_dice']:.4f}  ({state['elapsed']:.0f} s)")
