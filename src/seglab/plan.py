@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from seglab import models
 from seglab.data.inspect import Fingerprint
 from seglab.data.io import write_text_atomic
 from seglab.errors import SeglabError
@@ -26,6 +27,12 @@ from seglab.errors import SeglabError
 MIN_FEATURE_SIZE = 4
 MAX_POOLINGS = 6
 ANISOTROPY_RATIO = 2.0
+
+# Fine-tuning: `init_from` is a run folder or a checkpoint whose matching weights start training;
+# the encoder (where the model has one) stays frozen for the first `freeze_encoder_epochs`.
+TRANSFER_DEFAULTS = {"init_from": None, "freeze_encoder_epochs": 0}
+# Adversarial training (Luc et al. 2016): weight 0 turns it off.
+ADVERSARIAL_DEFAULTS = {"weight": 0.0, "lr": 2e-4, "width": 32}
 
 
 @dataclass
@@ -52,6 +59,8 @@ class Plan:
     augmentation: dict[str, Any]
     inference: dict[str, Any]
     split: dict[str, Any]
+    transfer: dict[str, Any] = field(default_factory=lambda: dict(TRANSFER_DEFAULTS))
+    adversarial: dict[str, Any] = field(default_factory=lambda: dict(ADVERSARIAL_DEFAULTS))
     seed: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -99,6 +108,7 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
                                                   memory_budget_voxels)
     batch_size = int(np.clip(memory_budget_voxels // int(np.prod(patch)), 2, 64))
     widths = [min(16 * 2**stage, 320 if fp.dims == 3 else 512) for stage in range(len(kernels))]
+    topology = {"widths": widths, "kernels": kernels, "strides": strides}
     plan = Plan(
         dims=fp.dims,
         in_channels=fp.channels,
@@ -110,8 +120,7 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
         target_spacing=[float(s) for s in target_spacing] if target_spacing is not None else None,
         patch_size=patch,
         batch_size=batch_size,
-        model={"name": "unet", "widths": widths, "kernels": kernels, "strides": strides,
-               "norm": "instance"},
+        model=models.default_options(_model_name(overrides or {}), fp.dims, topology),
         loss={"name": "dice_ce", "dice_weight": 1.0, "ce_weight": 1.0},
         optimizer={"name": "adamw", "lr": 3e-3, "weight_decay": 1e-4, "schedule": "poly"},
         epochs=50,
@@ -124,6 +133,11 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
         split={"val_fraction": 0.15, "test_fraction": 0.2, "fixed": None},
     )
     return apply_overrides(plan, overrides or {})
+
+
+def _model_name(overrides: dict[str, Any]) -> str:
+    """The model the user asked for; its options come from the registry, not from another's."""
+    return overrides.get("model.name") or (overrides.get("model") or {}).get("name") or "unet"
 
 
 def _patch_and_topology(median_shape: np.ndarray, spacing: np.ndarray, budget: int):

@@ -12,10 +12,16 @@ from torch import nn
 from seglab.models import register
 
 
-@register("unet", dims=(2, 3), paper="Ronneberger et al., U-Net, MICCAI 2015 (nnU-Net topology)")
+def unet_defaults(dims: int, topology: dict) -> dict:
+    return {"widths": topology["widths"], "kernels": topology["kernels"],
+            "strides": topology["strides"], "norm": "instance", "deep_supervision": False}
+
+
+@register("unet", dims=(2, 3), paper="Ronneberger et al., U-Net, MICCAI 2015 (nnU-Net topology)",
+          defaults=unet_defaults)
 def build_unet(dims: int, in_channels: int, classes: int, widths: list[int] | None = None,
                kernels: list | None = None, strides: list | None = None,
-               norm: str = "instance") -> nn.Module:
+               norm: str = "instance", deep_supervision: bool = False) -> nn.Module:
     """`strides` lists the downsampling of each stage after the first (len = stages - 1)."""
     strides = strides if strides is not None else [[2] * dims] * 4
     kernels = kernels if kernels is not None else [[3] * dims] * (len(strides) + 1)
@@ -31,5 +37,6 @@ def build_unet(dims: int, in_channels: int, classes: int, widths: list[int] | No
         filters=widths,
         norm_name=norm_name,
         act_name=("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
-        deep_supervision=False,
+        deep_supervision=deep_supervision,
+        deep_supr_num=max(1, min(2, len(strides) - 1)),
     )
