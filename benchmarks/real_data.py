@@ -13,18 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
 import shutil
 import time
 from pathlib import Path
 
-import torch
+from common import ROOT, cell, machine, write_section
 
-from seglab import __version__, api
-
-ROOT = Path(__file__).resolve().parents[1]
+from seglab import api
 
 # Both runs: batch 2 (more updates per CPU-second than larger batches), epochs of 100 steps,
 # 10% of the training cases for validation, and epochs enough that the time budget binds.
@@ -50,18 +45,6 @@ BENCHMARKS = {
 }
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, seglab {__version__}"
-
-
 def run_one(name: str, minutes: float, workdir: Path) -> str:
     spec = BENCHMARKS[name]
     out = workdir / name
@@ -76,10 +59,10 @@ def run_one(name: str, minutes: float, workdir: Path) -> str:
     precision = json.loads((run.path / "run.json").read_text())
     rows = ["| class | Dice (mean ± std over test cases) | IoU | HD95 | ASSD |", "|---|---|---|---|---|"]
     for cls, metrics in summary["classes"].items():
-        rows.append(f"| {cls} | {_cell(metrics['dice'])} | {_cell(metrics['iou'])} | "
-                    f"{_cell(metrics['hd95'])} | {_cell(metrics['assd'])} |")
-    rows.append(f"| **mean** | **{_cell(summary['mean']['dice'])}** | {_cell(summary['mean']['iou'])}"
-                f" | {_cell(summary['mean']['hd95'])} | {_cell(summary['mean']['assd'])} |")
+        rows.append(f"| {cls} | {cell(metrics['dice'])} | {cell(metrics['iou'])} | "
+                    f"{cell(metrics['hd95'])} | {cell(metrics['assd'])} |")
+    rows.append(f"| **mean** | **{cell(summary['mean']['dice'])}** | {cell(summary['mean']['iou'])}"
+                f" | {cell(summary['mean']['hd95'])} | {cell(summary['mean']['assd'])} |")
     return "\n".join([
         f"### {spec['title']}",
         "",
@@ -99,24 +82,6 @@ def run_one(name: str, minutes: float, workdir: Path) -> str:
     ])
 
 
-def _cell(stat: dict) -> str:
-    return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
-
-
-def write_section(name: str, text: str) -> None:
-    """Replaces this benchmark's section of BENCHMARKS.md (between its markers), keeping the rest."""
-    path = ROOT / "BENCHMARKS.md"
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = f"<!-- real_data:{name} -->", f"<!-- /real_data:{name} -->"
-    block = f"{begin}\n{text}{end}"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    updated = pattern.sub(lambda _: block, current) if pattern.search(current) else (
-        current.rstrip() + "\n\n" + block + "\n")
-    temporary = path.with_name(".BENCHMARKS.md.tmp")
-    temporary.write_text(updated)
-    temporary.replace(path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="+", choices=sorted(BENCHMARKS))
@@ -125,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     for name in args.datasets:
         section = run_one(name, args.minutes, args.workdir)
-        write_section(name, section)
+        write_section("real_data", name, section)
         print(section)
 
 

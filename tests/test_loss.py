@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from seglab.data.layouts import IGNORE_INDEX
-from seglab.train.loss import DiceCELoss
+from seglab.train.loss import DiceCELoss, create_loss
 
 
 def test_confident_correct_logits_give_a_loss_near_zero_and_wrong_ones_a_large_loss() -> None:
@@ -23,3 +23,13 @@ def test_ignored_pixels_do_not_change_the_loss() -> None:
     changed = logits.clone()
     changed[0, :, 0, :] = torch.randn(2, 6) * 10
     assert torch.isclose(DiceCELoss()(logits, ignored), DiceCELoss()(changed, ignored))
+
+
+def test_deep_supervision_weighs_the_heads_one_half_one_quarter_normalised() -> None:
+    plain = DiceCELoss()
+    loss = create_loss({"name": "dice_ce"})
+    labels = torch.randint(0, 3, (2, 8, 8))
+    heads = torch.randn(2, 3, 3, 8, 8)
+    expected = sum(w * plain(heads[:, k], labels) for k, w in enumerate([1, 0.5, 0.25])) / 1.75
+    assert torch.allclose(loss(heads, labels), expected)
+    assert torch.allclose(loss(heads[:, 0], labels), plain(heads[:, 0], labels))

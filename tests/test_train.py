@@ -138,3 +138,12 @@ def test_a_crash_between_log_and_checkpoint_leaves_each_epoch_logged_once(
     run = api.train(None, tmp_path / "run", resume=True, progress=False, evaluate=False)
     assert [r["epoch"] for r in run.log()] == [1, 2]
     assert load_checkpoint(run.path / "checkpoints" / "last.pt")["progress"]["step"] == 6
+
+
+def test_deeply_supervised_unet_trains_and_predicts_one_full_resolution_mask(
+        png_dataset: Path, tmp_path: Path) -> None:
+    run = api.train(png_dataset, tmp_path / "run", {**TINY_2D, "model.deep_supervision": True},
+                    progress=False)
+    assert run.log()[-1]["step"] == 6
+    assert len(list((run.path / "predictions" / "test").iterdir())) == len(
+        run.read_json("split.json")["test"])

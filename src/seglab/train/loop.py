@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from seglab import __version__
+from seglab import __version__, models
 from seglab.data.io import write_text_atomic
 from seglab.data.inspect import Fingerprint, inspect_dataset
 from seglab.data.layouts import IGNORE_INDEX, Dataset, find_dataset
@@ -24,8 +24,10 @@ from seglab.infer import build_model, sliding_window_predict
 from seglab.plan import Plan, apply_overrides, make_plan
 from seglab.preprocess import Prepared, prepare_case
 from seglab.run import Run, load_checkpoint, make_split, save_checkpoint
-from seglab.train.loss import create_loss
+from seglab.train.adversarial import Adversary
+from seglab.train.loss import create_loss, main_output
 from seglab.train.sampling import PatchSampler
+from seglab.train.transfer import describe_transfer, initialise_from
 
 
 def create_run(data: str | Path, out: str | Path, overrides: dict[str, Any] | None = None) -> Run:
@@ -37,8 +39,9 @@ def create_run(data: str | Path, out: str | Path, overrides: dict[str, Any] | No
     dataset = find_dataset(data)
     fingerprint = inspect_dataset(dataset)
     plan = make_plan(fingerprint, overrides)
-    split = make_split([c.case_id for c in dataset.cases], dataset.split or plan.split.get("fixed"),
-                       plan.split["val_fraction"], plan.split["test_fraction"], plan.seed)
+    fixed = {**(dataset.split or {}), **(plan.split.get("fixed") or {})}  # the plan's lists win
+    split = make_split([c.case_id for c in dataset.cases], fixed, plan.split["val_fraction"],
+                       plan.split["test_fraction"], plan.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     run = Run(staging)
@@ -86,28 +89,38 @@ def train(run: Run, precision: Precision | None = None, progress: bool = True,
     model = precision.prepare_model(build_model(plan))
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.optimizer["lr"],
                                   weight_decay=plan.optimizer["weight_decay"])
+    adversary = (Adversary(plan.patch_size, plan.in_channels, plan.n_classes, plan.adversarial,
+                           precision.device) if plan.adversarial["weight"] > 0 else None)
     state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best_dice": -1.0, "finished": False}
     last = run.checkpoints / "last.pt"
     if last.exists():
         saved = load_checkpoint(last)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if adversary:
+            adversary.load_state_dict(saved["adversary"])
         rng.bit_generator.state = saved["numpy_rng"]
         torch.set_rng_state(saved["torch_rng"])
         state = saved["progress"]
+    elif plan.transfer["init_from"]:
+        _initialise(run, model, plan.transfer["init_from"], progress)
     _trim_log(run, state["epoch"])
+    budget = plan.time_budget_minutes * 60 if plan.time_budget_minutes else None
+    # Recomputed rather than read back, so that resuming with more epochs or minutes goes on.
+    state["finished"] = state["epoch"] >= plan.epochs or bool(budget and state["elapsed"] >= budget)
     if state["finished"]:
         return run.log()[-1] if run.log() else {}
     run.write_json("run.json", {**run.read_json("run.json"), **precision.describe()})
 
     sampler = PatchSampler(train_cases, plan, rng)
-    loss_fn = create_loss(plan.loss)
-    scaler = torch.amp.GradScaler(enabled=precision.autocast_dtype == torch.float16)
+    step = _Step(model, optimizer, create_loss(plan.loss), precision, adversary)
+    encoder = models.encoder_parameters(model) if plan.transfer["freeze_encoder_epochs"] else []
     total_steps = plan.epochs * plan.iterations_per_epoch
-    budget = plan.time_budget_minutes * 60 if plan.time_budget_minutes else None
     record: dict[str, Any] = {}
     while state["epoch"] < plan.epochs and not state["finished"]:
         model.train()
+        for parameter in encoder:
+            parameter.requires_grad_(state["epoch"] >= plan.transfer["freeze_encoder_epochs"])
         started, losses = time.monotonic(), []
         bar = tqdm(range(plan.iterations_per_epoch), disable=not progress, leave=False,
                    desc=f"epoch {state['epoch'] + 1}/{plan.epochs}")
@@ -117,20 +130,8 @@ def train(run: Run, precision: Precision | None = None, progress: bool = True,
                                     if budget else 0.0)
             for group in optimizer.param_groups:
                 group["lr"] = plan.optimizer["lr"] * (1 - min(progress_fraction, 0.999)) ** 0.9
-            images, labels = sampler.batch()
-            images, labels = precision.memory_format(precision.to_device(images)), labels.to(
-                precision.device)
-            with precision.autocast():
-                logits = model(images)
-            loss = loss_fn(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
-            scaler.step(optimizer)
-            scaler.update()
+            losses.append(step(*sampler.batch()))
             state["step"] += 1
-            losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
                             val_dice=f"{max(state['best_dice'], 0):.4f}")
             if budget and state["elapsed"] + time.monotonic() - started >= budget:
@@ -153,12 +154,50 @@ def train(run: Run, precision: Precision | None = None, progress: bool = True,
             save_checkpoint(run.checkpoints / "best.pt", {"model": model.state_dict(),
                                                          "progress": dict(state)})
         save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               **({"adversary": adversary.state_dict()} if adversary else {}),
                                "numpy_rng": rng.bit_generator.state,
                                "torch_rng": torch.get_rng_state(), "progress": dict(state)})
         if progress:
             tqdm.write(f"epoch {state['epoch']:>3}  loss {record['loss']:.4f}  val Dice "
                        f"{val['mean_dice']:.4f}  ({state['elapsed']:.0f} s)")
     return record
+
+
+class _Step:
+    """One optimisation step: forward, the plan's loss (plus the adversarial term when on),
+    backward with gradient clipping, and the discriminator's own step."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 loss_fn: torch.nn.Module, precision: Precision, adversary: Adversary | None):
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.precision, self.adversary = precision, adversary
+        self.scaler = torch.amp.GradScaler(enabled=precision.autocast_dtype == torch.float16)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        images = self.precision.memory_format(self.precision.to_device(images))
+        labels = labels.to(self.precision.device)
+        with self.precision.autocast():
+            logits = self.model(images)
+        loss = self.loss_fn(logits, labels)
+        if self.adversary:
+            loss = loss + self.adversary.segmenter_loss(images, main_output(logits, labels), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 12.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.adversary:
+            self.adversary.discriminator_step(images, main_output(logits, labels), labels)
+        return float(loss.detach())
+
+
+def _initialise(run: Run, model: torch.nn.Module, source: str, progress: bool) -> None:
+    """Fine-tuning: the source's matching weights, with what could not be used recorded."""
+    report = initialise_from(model, source)
+    run.write_json("run.json", {**run.read_json("run.json"), "transfer": report})
+    if progress:
+        tqdm.write(describe_transfer(report))
 
 
 def _trim_log(run: Run, epoch: int) -> None:

@@ -36,7 +36,32 @@ class DiceCELoss(torch.nn.Module):
         return self.ce_weight * ce + self.dice_weight * (1 - dice[1:].mean())
 
 
+class DeepSupervisionLoss(torch.nn.Module):
+    """nnU-Net's deep supervision: the loss of each decoder head (the model stacks them along
+    dim 1, each at full resolution), weighted 1, 1/2, 1/4, ... and normalised to sum to 1."""
+
+    def __init__(self, loss: torch.nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if not is_deeply_supervised(logits, labels):
+            return self.loss(logits, labels)
+        weights = [0.5**head for head in range(logits.shape[1])]
+        total = sum(w * self.loss(logits[:, head], labels) for head, w in enumerate(weights))
+        return total / sum(weights)
+
+
+def is_deeply_supervised(logits: torch.Tensor, labels: torch.Tensor) -> bool:
+    return logits.dim() == labels.dim() + 2
+
+
+def main_output(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The full-resolution head's logits, whether or not the model is deeply supervised."""
+    return logits[:, 0] if is_deeply_supervised(logits, labels) else logits
+
+
 def create_loss(spec: dict) -> torch.nn.Module:
     if spec["name"] != "dice_ce":
         raise SeglabError(f"plan: loss {spec['name']!r} is not known (known: dice_ce)")
-    return DiceCELoss(spec.get("dice_weight", 1.0), spec.get("ce_weight", 1.0))
+    return DeepSupervisionLoss(DiceCELoss(spec.get("dice_weight", 1.0), spec.get("ce_weight", 1.0)))
