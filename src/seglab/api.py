@@ -63,6 +63,21 @@ def evaluate(pred: str | Path, reference: str | Path, out: str | Path,
     return evaluate_folders(Path(pred), Path(reference), Path(out), classes, label_values)
 
 
+def compare(data: str | Path, models: list[str] | str, out: str | Path,
+            minutes: float | None = None, epochs: int | None = None,
+            overrides: dict[str, Any] | None = None, device: str = "auto",
+            precision: str = "auto", progress: bool = True, resume: bool = False) -> Path:
+    """Trains each model (a list, or names separated by commas) on the same split with the same
+    budget, each in its own process, evaluates them on the same test split, and writes the
+    comparison tables and page into `out`; returns `out`. resume=True keeps the finished runs of
+    an earlier comparison in `out` (same settings) and trains the others."""
+    from seglab.compare import compare_models  # matplotlib only when comparing
+
+    names = models.split(",") if isinstance(models, str) else list(models)
+    return compare_models(data, names, out, minutes, epochs, overrides, device, precision,
+                          progress, resume)
+
+
 def demo(out: str | Path, seed: int = 0, progress: bool = True,
          overrides: dict[str, Any] | None = None) -> tuple[Run, dict[str, Any]]:
     """Generates the built-in dataset, plans, trains, predicts and scores its test split."""

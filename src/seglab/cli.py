@@ -66,6 +66,22 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label-values", help="raw:class pairs, e.g. 0:0,255:1")
     evaluate.set_defaults(handler=_evaluate)
 
+    compare = commands.add_parser(
+        "compare", help="train several models on the same split and budget, tabulate them")
+    compare.add_argument("data", help="dataset folder or seglab.yaml")
+    compare.add_argument("--models", required=True, help="comma-separated, e.g. unet,fcn,segnet")
+    compare.add_argument("--out", required=True, type=Path, help="folder for the runs and tables")
+    compare.add_argument("--minutes", type=float, help="wall-clock training minutes per model")
+    compare.add_argument("--epochs", type=int, help="training epochs per model")
+    compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a plan field for every model, e.g. --set batch_size=4")
+    compare.add_argument("--plan-overrides", action="append", type=Path, default=[],
+                         metavar="FILE", help="JSON file of plan overrides for every model")
+    compare.add_argument("--resume", action="store_true",
+                         help="keep the finished runs in --out, train the others")
+    _device_options(compare)
+    compare.set_defaults(handler=_compare)
+
     listing = commands.add_parser("models", help="list the registered models and their cost")
     listing.add_argument("--size2d", default="256x256", help="2D input size for GFLOPs")
     listing.add_argument("--size3d", default="64x64x64", help="3D input size for GFLOPs")
@@ -131,6 +147,18 @@ def _evaluate(args) -> None:
             raise SeglabError(f"--label-values {args.label_values!r}: expected pairs like 0:0,255:1")
     evaluate(args.pred, args.reference, out, classes, values)
     _print_evaluation(out)
+
+
+def _compare(args) -> None:
+    from seglab.api import compare
+    from seglab.plan import parse_overrides
+    from seglab.report.compare_page import format_text
+
+    overrides = parse_overrides(args.set, args.plan_overrides)
+    out = compare(args.data, args.models, args.out, args.minutes, args.epochs, overrides,
+                  args.device, args.precision, resume=args.resume)
+    print(format_text(json.loads((out / "comparison.json").read_text())))
+    print(f"\n{out}: comparison.csv, comparison.md, comparison.html, comparison.json, runs/")
 
 
 def _models(args) -> None:

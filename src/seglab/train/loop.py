@@ -39,9 +39,20 @@ def create_run(data: str | Path, out: str | Path, overrides: dict[str, Any] | No
     dataset = find_dataset(data)
     fingerprint = inspect_dataset(dataset)
     plan = make_plan(fingerprint, overrides)
-    fixed = {**(dataset.split or {}), **(plan.split.get("fixed") or {})}  # the plan's lists win
-    split = make_split([c.case_id for c in dataset.cases], fixed, plan.split["val_fraction"],
-                       plan.split["test_fraction"], plan.seed)
+    return write_new_run(out, data, fingerprint, plan, planned_split(dataset, plan))
+
+
+def planned_split(dataset: Dataset, plan: Plan) -> dict[str, list[str]]:
+    """Train/val/test ids: the dataset's fixed subsets, overridden per subset by the plan's
+    `split.fixed`, and the rest drawn with the plan's seed."""
+    fixed = {**(dataset.split or {}), **(plan.split.get("fixed") or {})}
+    return make_split([c.case_id for c in dataset.cases], fixed, plan.split["val_fraction"],
+                      plan.split["test_fraction"], plan.seed)
+
+
+def write_new_run(out: Path, data: str | Path, fingerprint: Fingerprint, plan: Plan,
+                  split: dict[str, list[str]]) -> Run:
+    """Writes the run folder under a temporary name, then renames it: all or nothing."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     run = Run(staging)

@@ -1,0 +1,280 @@
+"""`seglab compare`: several models trained on the same split with the same budget, each in its own
+process, and tabulated side by side (accuracy on the test split, time, memory, size, speed).
+
+    DIR/runs/<model>/       a normal run folder per model, plus measurements.json from its process
+    DIR/comparison.json     the settings, the shared split, one row per model
+    DIR/comparison.csv      one row per model
+    DIR/comparison.md       the table as Markdown
+    DIR/comparison.html     the table and bar charts in one self-contained page
+
+A model's process may raise, run out of memory or be killed: its row then states why, and the other
+models carry on. The tables are rewritten after every model, so they show the progress so far.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import resource
+import shutil
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seglab import __version__, models
+from seglab.data.inspect import Fingerprint, inspect_dataset
+from seglab.data.io import write_text_atomic
+from seglab.data.layouts import Dataset, find_dataset
+from seglab.data.loading import load_case
+from seglab.device import Precision
+from seglab.errors import SeglabError
+from seglab.evaluate import evaluate_run
+from seglab.infer import load_model, predict_case
+from seglab.plan import make_plan
+from seglab.report.compare_page import format_csv, format_markdown, render_html
+from seglab.run import Run
+from seglab.train.loop import open_dataset, planned_split, train as train_run, write_new_run
+
+MEASUREMENTS = "measurements.json"
+# With --minutes alone the clock ends training, not the plan's default epoch count.
+EPOCHS_UNDER_TIME_BUDGET = 100_000
+METRICS = ("dice", "iou", "precision", "recall", "f1")
+
+
+def compare_models(data: str | Path, names: list[str], out: str | Path,
+                   minutes: float | None = None, epochs: int | None = None,
+                   overrides: dict[str, Any] | None = None, device: str = "auto",
+                   precision: str = "auto", progress: bool = True, resume: bool = False) -> Path:
+    """Trains and evaluates each model in `names` into OUT/runs/<name>; returns OUT."""
+    out = Path(out)
+    names = _check_names(names)
+    overrides = {**(overrides or {}), **_budget(minutes, epochs, overrides or {})}
+    settings = json.loads(json.dumps({
+        "data": str(Path(data).resolve()), "minutes": minutes, "epochs": epochs,
+        "overrides": overrides, "device": device, "precision": precision}))
+    previous = _previous(out, settings, resume)
+    dataset = find_dataset(data)
+    fingerprint = inspect_dataset(dataset)
+    split = previous["split"] if previous else _shared_split(dataset, fingerprint, overrides)
+    if not split["test"]:
+        raise SeglabError("compare: the split has no test cases to compare the models on")
+    comparison = {"seglab": __version__, "created": datetime.now(timezone.utc).isoformat(
+        timespec="seconds"), "settings": settings, "split": split,
+        "rows": [{"model": name, "status": "pending"} for name in names]}
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    _write(out, comparison)
+    for index, name in enumerate(names):
+        if progress:
+            print(f"[{index + 1}/{len(names)}] {name}", flush=True)
+        row = _compare_one(name, out / "runs" / name, fingerprint, split, settings, progress)
+        comparison["rows"][index] = row
+        _write(out, comparison)
+        if progress:
+            result = (f"test Dice {row['dice_mean']:.4f}" if row.get("dice_mean") is not None
+                      else f"{row['status']}: {row.get('reason')}")
+            print(f"{name}: {result}", flush=True)
+    return out
+
+
+def _check_names(names: list[str]) -> list[str]:
+    names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    if not names:
+        raise SeglabError("--models: name at least one model, e.g. --models unet,fcn")
+    for name in names:
+        try:
+            models.entry(name)
+        except SeglabError as error:
+            raise SeglabError(f"--models: {error}")
+    return names
+
+
+def _budget(minutes: float | None, epochs: int | None,
+            overrides: dict[str, Any]) -> dict[str, Any]:
+    """The plan overrides that give every model the same training budget."""
+    budget: dict[str, Any] = {}
+    if minutes is not None:
+        if minutes <= 0:
+            raise SeglabError(f"--minutes {minutes}: expected a positive number of minutes")
+        budget["time_budget_minutes"] = float(minutes)
+        if epochs is None and "epochs" not in overrides:
+            budget["epochs"] = EPOCHS_UNDER_TIME_BUDGET
+    if epochs is not None:
+        if epochs < 1:
+            raise SeglabError(f"--epochs {epochs}: expected at least 1")
+        budget["epochs"] = int(epochs)
+    return budget
+
+
+def _previous(out: Path, settings: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+    """The earlier comparison in OUT when resuming it; refuses to mix it up with anything else."""
+    if out.exists() and not out.is_dir():
+        raise SeglabError(f"{out}: exists and is not a folder")
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    path = out / "comparison.json"
+    if not resume:
+        hint = " (use --resume to keep its finished runs)" if path.exists() else ""
+        raise SeglabError(f"{out}: folder exists and is not empty{hint}")
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise SeglabError(f"{out}: not a seglab comparison (no readable comparison.json)")
+    before = previous.get("settings", {})
+    changed = sorted(k for k in settings if before.get(k) != settings[k])
+    if changed:
+        earlier = ", ".join(f"{k}={json.dumps(before.get(k))}" for k in changed)
+        raise SeglabError(f"{out}: --resume needs the settings of the first run, and {changed} "
+                          f"differ (they were {earlier})")
+    return previous
+
+
+def _shared_split(dataset: Dataset, fingerprint: Fingerprint,
+                  overrides: dict[str, Any]) -> dict[str, list[str]]:
+    """The one split every model gets: the dataset's fixed subsets, the rest drawn with the seed.
+
+    The plan is made without the model overrides, so that an override wrong for every model is
+    an error here (before any training), while one that suits only some models fails their rows.
+    """
+    common = {k: v for k, v in overrides.items() if k.split(".")[0] != "model"}
+    return planned_split(dataset, make_plan(fingerprint, common))
+
+
+def _compare_one(name: str, path: Path, fingerprint: Fingerprint, split: dict[str, list[str]],
+                 settings: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """One model's row: kept from a finished run, or trained in a process of its own."""
+    done = _measurements(path)
+    if done.get("status") == "ok" and (path / "evaluation" / "metrics.json").is_file():
+        return _row(name, path, done)
+    if path.exists():
+        shutil.rmtree(path)  # unfinished or failed earlier: trained afresh, measured afresh
+    entry = models.entry(name)
+    if fingerprint.dims not in entry.dims:
+        supported = " and ".join(f"{d}D" for d in entry.dims)
+        return _row(name, None, {"status": "skipped",
+                                 "reason": f"{supported} only; the data is {fingerprint.dims}D"})
+    try:
+        plan = make_plan(fingerprint, {**settings["overrides"], "model.name": name,
+                                       "split.fixed": split})
+    except SeglabError as error:
+        return _row(name, None, {"status": "failed", "reason": str(error)})
+    write_new_run(path, settings["data"], fingerprint, plan, split)
+    exitcode = _run_in_child(path, settings["device"], settings["precision"], progress)
+    measured = _measurements(path)
+    if not measured:
+        measured = {"status": "failed", "reason": _exit_reason(exitcode)}
+    return _row(name, path, measured)
+
+
+def _run_in_child(path: Path, device: str, precision: str, progress: bool) -> int:
+    """Runs `_worker` in a fresh process and returns its exit code (negative: killed by signal).
+
+    A forkserver (spawn where there is none) gives every model a clean process that has never
+    touched CUDA; the server imports seglab once, so each model does not pay for it again.
+    """
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(["seglab.compare"])
+    process = context.Process(target=_worker, args=(str(path), device, precision, progress),
+                              name=f"seglab-compare-{path.name}")
+    process.start()
+    try:
+        process.join()
+    finally:
+        if process.is_alive():
+            process.terminate()
+            process.join()
+    return process.exitcode
+
+
+def _exit_reason(exitcode: int) -> str:
+    if exitcode == -9:
+        return "killed by signal 9 (out of memory?)"
+    if exitcode < 0:
+        return f"killed by signal {-exitcode}"
+    return f"the process exited with code {exitcode} without writing its measurements"
+
+
+def _worker(path: str, device: str, precision: str, progress: bool) -> None:
+    """In the model's own process: trains, evaluates, times inference, writes measurements.json."""
+    run = Run(Path(path))
+    try:
+        result = {"status": "ok", **_train_and_measure(run, device, precision, progress)}
+    except Exception as error:  # any failure is this model's row, not the comparison's end
+        reason = str(error) if isinstance(error, SeglabError) else (
+            f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
+        result = {"status": "failed", "reason": reason[:300],
+                  "traceback": traceback.format_exc()}
+    run.write_json(MEASUREMENTS, result)
+
+
+def _train_and_measure(run: Run, device: str, precision: str, progress: bool) -> dict[str, Any]:
+    policy = Precision.choose(device, precision)
+    cuda = policy.device.type == "cuda"
+    train_run(run, policy, progress)
+    evaluate_run(run, policy)
+    images_per_s, params = _inference_speed(run, policy)
+    last = run.log()[-1]
+    # ru_maxrss: kilobytes on Linux, bytes on macOS; of this process only (not the parent's)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "train_s": last["elapsed_s"], "epochs": last["epoch"], "steps": last["step"],
+        "peak_ram_mb": round(peak / (2**20 if sys.platform == "darwin" else 1024), 1),
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
+        "params_m": round(params / 1e6, 6), "images_per_s": round(images_per_s, 3),
+    }
+
+
+def _inference_speed(run: Run, policy: Precision) -> tuple[float, int]:
+    """Test images (volumes) per second through the whole prediction, read from memory; the
+    evaluation just before served as the warm-up. Also the model's parameter count."""
+    plan = run.plan()
+    dataset = open_dataset(run)
+    refs = {ref.case_id: ref for ref in dataset.cases}
+    cases = [load_case(dataset, refs[i]) for i in run.read_json("split.json")["test"]]
+    model = load_model(run, policy)
+    started = time.perf_counter()
+    for case in cases:
+        predict_case(model, case, plan, policy)  # returns arrays on the CPU: synchronised
+    elapsed = time.perf_counter() - started
+    return len(cases) / elapsed, sum(p.numel() for p in model.parameters())
+
+
+def _measurements(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / MEASUREMENTS).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _row(name: str, path: Path | None, measured: dict[str, Any]) -> dict[str, Any]:
+    """One table row: the test metrics (mean ± std over cases; mean over foreground classes),
+    the process's measurements, and where the run is."""
+    row: dict[str, Any] = {"model": name, "status": measured["status"],
+                           "reason": measured.get("reason"),
+                           "run": f"runs/{name}" if path is not None else None}
+    if measured["status"] != "ok":
+        return row
+    run = Run(path)
+    summary = run.read_json("evaluation/metrics.json")["summary"]
+    stats = {metric: summary["mean"][metric] for metric in METRICS}
+    stats["pixel_accuracy"] = summary["pixel_accuracy"]
+    for metric, values in stats.items():
+        row[f"{metric}_mean"], row[f"{metric}_std"] = values["mean"], values["std"]
+    info = run.read_json("run.json")
+    row.update({k: v for k, v in measured.items() if k not in ("status", "reason", "traceback")})
+    row.update({"device": info.get("device"), "compute_precision": info.get("precision"),
+                "test_cases": summary["n_cases"]})
+    return row
+
+
+def _write(out: Path, comparison: dict[str, Any]) -> None:
+    write_text_atomic(out / "comparison.json", json.dumps(comparison, indent=2) + "\n")
+    write_text_atomic(out / "comparison.csv", format_csv(comparison["rows"]))
+    write_text_atomic(out / "comparison.md", format_markdown(comparison))
+    write_text_atomic(out / "comparison.html", render_html(comparison))

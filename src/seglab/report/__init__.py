@@ -1,0 +1,1 @@
+"""Reports written from results: tables and self-contained HTML pages."""
