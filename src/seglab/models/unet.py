@@ -10,6 +10,10 @@ from monai.networks.nets import DynUNet
 from torch import nn
 
 from seglab.models import register
+from seglab.models.anysize import stride_product
+
+PAPER = ('Ronneberger et al., "U-Net: Convolutional Networks for Biomedical Image Segmentation", '
+         "MICCAI 2015; nnU-Net topology (Isensee et al., Nature Methods 2021)")
 
 
 def unet_defaults(dims: int, topology: dict) -> dict:
@@ -17,8 +21,7 @@ def unet_defaults(dims: int, topology: dict) -> dict:
             "strides": topology["strides"], "norm": "instance", "deep_supervision": False}
 
 
-@register("unet", dims=(2, 3), paper="Ronneberger et al., U-Net, MICCAI 2015 (nnU-Net topology)",
-          defaults=unet_defaults)
+@register("unet", dims=(2, 3), paper=PAPER, defaults=unet_defaults)
 def build_unet(dims: int, in_channels: int, classes: int, widths: list[int] | None = None,
                kernels: list | None = None, strides: list | None = None,
                norm: str = "instance", deep_supervision: bool = False) -> nn.Module:
@@ -27,7 +30,7 @@ def build_unet(dims: int, in_channels: int, classes: int, widths: list[int] | No
     kernels = kernels if kernels is not None else [[3] * dims] * (len(strides) + 1)
     widths = widths if widths is not None else [min(32 * 2**k, 320) for k in range(len(kernels))]
     norm_name = ("instance", {"affine": True}) if norm == "instance" else norm
-    return DynUNet(
+    net = DynUNet(
         spatial_dims=dims,
         in_channels=in_channels,
         out_channels=classes,
@@ -40,3 +43,5 @@ def build_unet(dims: int, in_channels: int, classes: int, widths: list[int] | No
         deep_supervision=deep_supervision,
         deep_supr_num=max(1, min(2, len(strides) - 1)),
     )
+    net.size_multiple = stride_product(strides, dims)
+    return net
