@@ -168,7 +168,7 @@ def _chart_png(rows: list[dict]) -> str | None:
         values = [row.get(key) or 0.0 for row in rows]
         errors = [row.get(error) or 0.0 for row in rows] if error else None
         bars = axes.barh(range(len(rows)), values, xerr=errors, color="#4c78a8", capsize=3)
-        axes.bar_label(bars, fmt="%.3g", padding=3, fontsize=8)
+        axes.bar_label(bars, labels=[_short_number(v) for v in values], padding=3, fontsize=8)
         axes.set_yticks(range(len(rows)), [row["model"] for row in rows])
         axes.invert_yaxis()
         axes.set_title(title, fontsize=10)
@@ -178,3 +178,8 @@ def _chart_png(rows: list[dict]) -> str | None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _short_number(value: float) -> str:
+    """Three significant digits, without switching to exponents for thousands."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
