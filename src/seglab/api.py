@@ -4,16 +4,20 @@ same way."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seglab.data.demo import generate_demo_dataset
 from seglab.data.inspect import Fingerprint, inspect_dataset
 from seglab.data.layouts import find_dataset
 from seglab.device import Precision
+from seglab.errors import SeglabError
 from seglab.evaluate import evaluate_folders, evaluate_run
 from seglab.infer import predict_files
 from seglab.run import Run
 from seglab.train.loop import create_run, train as train_run
+
+if TYPE_CHECKING:
+    from seglab.export import Exported
 
 # The demo's budget: small enough to finish in under 5 minutes on 2 CPU cores, end to end.
 DEMO_OVERRIDES = {
@@ -50,10 +54,34 @@ def train(data: str | Path | None, out: str | Path, overrides: dict[str, Any] | 
 
 def predict(run: str | Path, inputs: list[str | Path], out: str | Path,
             probabilities: bool = False, device: str = "auto",
-            precision: str = "auto") -> list[Path]:
-    """Predicts masks for images/volumes (files or folders) in their own format and geometry."""
+            precision: str = "auto", backend: str = "torch") -> list[Path]:
+    """Predicts masks for images/volumes (files or folders) in their own format and geometry.
+
+    backend="onnx" runs an exported model with ONNX Runtime: `run` is then the .onnx file (the run
+    folder is not needed) or a run folder with export/model.onnx."""
+    if backend == "onnx":
+        from seglab.export import predict_onnx  # onnxruntime only when asked for
+
+        if precision not in ("auto", "fp32"):
+            raise SeglabError(f"--precision {precision}: the ONNX backend runs the exported fp32 "
+                              "model")
+        return predict_onnx(run, inputs, Path(out), probabilities, device)
+    if backend != "torch":
+        raise SeglabError(f"--backend {backend}: expected torch or onnx")
+    if Path(run).suffix == ".onnx":
+        raise SeglabError(f"{run}: an ONNX model; predict with it using --backend onnx")
     return predict_files(Run.open(run), inputs, Path(out), probabilities,
                          Precision.choose(device, precision))
+
+
+def export(run: str | Path, out: str | Path | None = None, format: str = "onnx") -> Exported:
+    """Exports the run's best model (default: RUN/export/model.onnx) with the plan in its metadata,
+    after checking ONNX Runtime's output against PyTorch's on a random patch."""
+    from seglab.export import export_onnx  # onnx only when exporting
+
+    if format != "onnx":
+        raise SeglabError(f"--format {format}: the only export format is onnx")
+    return export_onnx(Run.open(run), Path(out) if out else None)
 
 
 def evaluate(pred: str | Path, reference: str | Path, out: str | Path,

@@ -51,12 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
 
     predict = commands.add_parser("predict", help="predict masks with a trained run")
-    predict.add_argument("run")
+    predict.add_argument("run", help="run folder (with --backend onnx: or an exported .onnx file)")
     predict.add_argument("inputs", nargs="+", help="image files, volumes, folders")
     predict.add_argument("--out", required=True, type=Path)
     predict.add_argument("--probabilities", action="store_true", help="also write probabilities")
+    predict.add_argument("--backend", default="torch", choices=["torch", "onnx"],
+                         help="onnx: run the exported model (seglab export) with ONNX Runtime")
     _device_options(predict)
     predict.set_defaults(handler=_predict)
+
+    export = commands.add_parser(
+        "export", help="export a run's best model to ONNX, checked against PyTorch")
+    export.add_argument("run")
+    export.add_argument("--format", default="onnx", choices=["onnx"])
+    export.add_argument("--out", type=Path, help="file to write (default: RUN/export/model.onnx)")
+    export.set_defaults(handler=_export)
 
     evaluate = commands.add_parser("evaluate", help="score predictions (or a run's test split)")
     evaluate.add_argument("pred", help="folder of predicted masks, or a run folder")
@@ -123,8 +132,16 @@ def _predict(args) -> None:
     from seglab.api import predict
 
     written = predict(args.run, args.inputs, args.out, args.probabilities, args.device,
-                      args.precision)
+                      args.precision, args.backend)
     print(f"wrote {len(written)} file(s) to {args.out}")
+
+
+def _export(args) -> None:
+    from seglab.api import export
+
+    exported = export(args.run, args.out, args.format)
+    print(f"wrote {exported.path} (ONNX Runtime against PyTorch on a random patch: max abs "
+          f"diff {exported.max_abs_diff:.1e})")
 
 
 def _evaluate(args) -> None:

@@ -112,13 +112,24 @@ def predict_files(run: Run, inputs: list[str | Path], out: Path, probabilities: 
     """`seglab predict`: masks (and optionally probability maps) for every input, in `out`."""
     plan = run.plan()
     precision = precision or Precision.choose()
-    paths = expand_inputs(inputs)
-    cases = [read_image(path) for path in paths]
+    cases = read_inputs(inputs, plan)
+    return write_predictions(load_model(run, precision), plan, cases, out, probabilities, precision)
+
+
+def read_inputs(inputs: list[str | Path], plan: Plan) -> list[Case]:
+    """Every input read and checked against the plan's dims and channels, before any model loads."""
+    cases = [read_image(path) for path in expand_inputs(inputs)]
     for case in cases:
         if case.channels != plan.in_channels or case.dims != plan.dims:
             raise SeglabError(f"{case.meta['path']}: {case.dims}D with {case.channels} channel(s), "
                               f"but the run was trained on {plan.dims}D with {plan.in_channels}")
-    model = load_model(run, precision)
+    return cases
+
+
+def write_predictions(model: torch.nn.Module, plan: Plan, cases: list[Case], out: Path,
+                      probabilities: bool, precision: Precision) -> list[Path]:
+    """Predicts each case with `model` (PyTorch, or the ONNX adapter of `seglab.export`) and
+    writes its mask (and probabilities) in the case's own format and geometry."""
     value_map = output_value_map(plan)
     out.mkdir(parents=True, exist_ok=True)
     written = []
