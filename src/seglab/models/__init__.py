@@ -26,8 +26,6 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-from monai.networks.nets import AttentionUnet, BasicUNet, DynUNet, SegResNet
-from monai.networks.nets.attentionunet import ConvBlock
 from torch import nn
 
 from seglab.errors import SeglabError
@@ -52,7 +50,8 @@ _REGISTRY: dict[str, ModelEntry] = {}
 def register(name: str, dims: tuple[int, ...], paper: str,
              defaults: Callable[[int, dict], dict] | None = None):
     """Decorator that adds a model builder to the registry. A builder that needs input sizes of
-    some multiple sets `size_multiple` (an int, or one per axis) on the module it returns."""
+    some multiple sets `size_multiple` (an int, or one per axis) on the module it returns; one
+    whose encoder is not a single `.encoder` module lists its parts in `encoder_parts`."""
 
     def wrap(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         _REGISTRY[name] = ModelEntry(name, dims, build, paper, defaults)
@@ -100,17 +99,10 @@ def encoder_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The parameters of the model's encoder (its downsampling path), e.g. to freeze it for the
     first epochs of fine-tuning. Takes the module that `create()` returns (or the bare network)."""
     net = model.net if isinstance(model, AnySize) else model
-    if isinstance(net, DynUNet):
-        parts = [net.input_block, *net.downsamples, net.bottleneck]
-    elif isinstance(net, BasicUNet):
-        parts = [net.conv_0, net.down_1, net.down_2, net.down_3, net.down_4]
-    elif isinstance(net, SegResNet):
-        parts = [net.convInit, net.down_layers]
-    elif isinstance(net, AttentionUnet):  # its ConvBlocks are exactly the down path
-        parts = [m for m in net.modules() if isinstance(m, ConvBlock)]
-    elif isinstance(getattr(net, "encoder", None), nn.Module):  # smp models, fcn, segnet
-        parts = [net.encoder]
-    else:
+    parts = getattr(net, "encoder_parts", None)
+    if parts is None and isinstance(getattr(net, "encoder", None), nn.Module):
+        parts = [net.encoder]  # smp models, fcn, segnet
+    if not parts:
         raise SeglabError(f"model {type(net).__name__} has no separable encoder to freeze")
     return [p for part in parts for p in part.parameters()]
 

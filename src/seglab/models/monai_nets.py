@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from monai.networks.nets import AttentionUnet, BasicUNet, SegResNet
+from monai.networks.nets.attentionunet import ConvBlock
 from torch import nn
 
 from seglab.models import register
@@ -35,6 +36,7 @@ def build_basic_unet(dims: int, in_channels: int, classes: int,
                     norm=("instance", {"affine": True}) if norm == "instance" else norm,
                     dropout=dropout)
     net.size_multiple = 16
+    net.encoder_parts = [net.conv_0, net.down_1, net.down_2, net.down_3, net.down_4]
     return net
 
 
@@ -53,6 +55,7 @@ def build_attention_unet(dims: int, in_channels: int, classes: int,
     net = AttentionUnet(spatial_dims=dims, in_channels=in_channels, out_channels=classes,
                         channels=widths, strides=strides, dropout=dropout)
     net.size_multiple = stride_product(strides, dims)
+    net.encoder_parts = [m for m in net.modules() if isinstance(m, ConvBlock)]  # the down path
     return net
 
 
@@ -72,4 +75,5 @@ def build_segresnet(dims: int, in_channels: int, classes: int, init_filters: int
                     out_channels=classes, dropout_prob=dropout, blocks_down=blocks_down,
                     blocks_up=tuple(blocks_up or (1, 1, 1)))
     net.size_multiple = 2 ** (len(blocks_down) - 1)
+    net.encoder_parts = [net.convInit, net.down_layers]
     return net

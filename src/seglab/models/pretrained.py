@@ -85,8 +85,10 @@ def read_weights(encoder: str, path: str | Path) -> dict[str, torch.Tensor]:
         raise SeglabError(f"model.encoder_weights: {path} is not a file (give None, 'imagenet' "
                           "or the path of a .pth, .pt or .safetensors file)")
     try:
-        state = load_file(path) if path.suffix == ".safetensors" else torch.load(
-            path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch and safetensors raise many kinds on unreadable files
         raise SeglabError(f"{path}: not a readable weights file ({type(error).__name__}: {error})")
     for key in ("state_dict", "model"):  # checkpoints that wrap their weights

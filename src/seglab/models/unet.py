@@ -44,4 +44,5 @@ def build_unet(dims: int, in_channels: int, classes: int, widths: list[int] | No
         deep_supr_num=max(1, min(2, len(strides) - 1)),
     )
     net.size_multiple = stride_product(strides, dims)
+    net.encoder_parts = [net.input_block, *net.downsamples, net.bottleneck]
     return net

@@ -191,7 +191,8 @@ class _Step:
             logits = self.model(images)
         loss = self.loss_fn(logits, labels)
         if self.adversary:
-            loss = loss + self.adversary.segmenter_loss(images, main_output(logits, labels), labels)
+            main = main_output(logits, labels)
+            loss = loss + self.adversary.segmenter_loss(images, main, labels)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -199,7 +200,7 @@ class _Step:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.adversary:
-            self.adversary.discriminator_step(images, main_output(logits, labels), labels)
+            self.adversary.discriminator_step(images, main, labels)
         return float(loss.detach())
 
 
