@@ -110,6 +110,17 @@ def test_resuming_a_finished_run_changes_nothing(png_dataset: Path, tmp_path: Pa
     assert (run.path / "checkpoints" / "last.pt").read_bytes() == before
 
 
+def test_resume_removes_the_temporary_file_of_a_checkpoint_write_cut_by_a_kill(
+        png_dataset: Path, tmp_path: Path) -> None:
+    run = api.train(png_dataset, tmp_path / "run", {**TINY_2D, "epochs": 1}, progress=False,
+                    evaluate=False)
+    cut_write = run.checkpoints / ".tmp-0123abcd-best.pt"
+    cut_write.write_bytes(b"half a checkpoint")
+    api.train(None, run.path, {"epochs": 2}, resume=True, progress=False, evaluate=False)
+    assert not cut_write.exists()
+    assert load_checkpoint(run.checkpoints / "last.pt")["progress"]["epoch"] == 2
+
+
 @pytest.mark.parametrize("crash_in", ["log", "checkpoint"])
 def test_a_crash_between_log_and_checkpoint_leaves_each_epoch_logged_once(
         png_dataset: Path, tmp_path: Path, monkeypatch, crash_in: str) -> None:

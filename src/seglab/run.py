@@ -84,6 +84,12 @@ class Run:
                 continue  # a line cut by a kill -9: the checkpoint, not the log, is authoritative
         return records
 
+    def remove_partial_writes(self) -> None:
+        """Deletes the temporary files of writes that a kill interrupted (see `atomic_path`)."""
+        for folder in (self.path, self.checkpoints):
+            for leftover in folder.glob(".tmp-*"):
+                leftover.unlink(missing_ok=True)
+
     def best_checkpoint(self) -> Path:
         for name in ("best.pt", "last.pt"):
             if (self.checkpoints / name).is_file():

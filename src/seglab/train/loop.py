@@ -116,6 +116,7 @@ def train(run: Run, precision: Precision | None = None, progress: bool = True,
     elif plan.transfer["init_from"]:
         _initialise(run, model, plan.transfer["init_from"], progress)
     _trim_log(run, state["epoch"])
+    run.remove_partial_writes()
     budget = plan.time_budget_minutes * 60 if plan.time_budget_minutes else None
     # Recomputed rather than read back, so that resuming with more epochs or minutes goes on.
     state["finished"] = state["epoch"] >= plan.epochs or bool(budget and state["elapsed"] >= budget)
