@@ -37,10 +37,10 @@ def inspect(data: str | Path) -> Fingerprint:
 
 def train(data: str | Path | None, out: str | Path, overrides: dict[str, Any] | None = None,
           resume: bool = False, device: str = "auto", precision: str = "auto",
-          progress: bool = True, evaluate: bool = True) -> Run:
+          progress: bool = True, evaluate: bool = True, compile: str = "auto") -> Run:
     """Plans and trains a new run in `out` (or continues it with resume=True), then evaluates its
-    test split."""
-    policy = Precision.choose(device, precision)
+    test split. device, precision and compile override the machine's policy (`seglab.device`)."""
+    policy = Precision.choose(device, precision, compile)
     if resume:
         run = Run.open(out)
         train_run(run, policy, progress, overrides)
@@ -54,7 +54,8 @@ def train(data: str | Path | None, out: str | Path, overrides: dict[str, Any] | 
 
 def predict(run: str | Path, inputs: list[str | Path], out: str | Path,
             probabilities: bool = False, device: str = "auto",
-            precision: str = "auto", backend: str = "torch") -> list[Path]:
+            precision: str = "auto", backend: str = "torch",
+            compile: str = "auto") -> list[Path]:
     """Predicts masks for images/volumes (files or folders) in their own format and geometry.
 
     backend="onnx" runs an exported model with ONNX Runtime: `run` is then the .onnx file (the run
@@ -71,7 +72,7 @@ def predict(run: str | Path, inputs: list[str | Path], out: str | Path,
     if Path(run).suffix == ".onnx":
         raise SeglabError(f"{run}: an ONNX model; predict with it using --backend onnx")
     return predict_files(Run.open(run), inputs, Path(out), probabilities,
-                         Precision.choose(device, precision))
+                         Precision.choose(device, precision, compile))
 
 
 def export(run: str | Path, out: str | Path | None = None, format: str = "onnx") -> Exported:
@@ -94,7 +95,8 @@ def evaluate(pred: str | Path, reference: str | Path, out: str | Path,
 def compare(data: str | Path, models: list[str] | str, out: str | Path,
             minutes: float | None = None, epochs: int | None = None,
             overrides: dict[str, Any] | None = None, device: str = "auto",
-            precision: str = "auto", progress: bool = True, resume: bool = False) -> Path:
+            precision: str = "auto", progress: bool = True, resume: bool = False,
+            compile: str = "auto") -> Path:
     """Trains each model (a list, or names separated by commas) on the same split with the same
     budget, each in its own process, evaluates them on the same test split, and writes the
     comparison tables and page into `out`; returns `out`. resume=True keeps the finished runs of
@@ -103,7 +105,7 @@ def compare(data: str | Path, models: list[str] | str, out: str | Path,
 
     names = models.split(",") if isinstance(models, str) else list(models)
     return compare_models(data, names, out, minutes, epochs, overrides, device, precision,
-                          progress, resume)
+                          progress, resume, compile)
 
 
 def demo(out: str | Path, seed: int = 0, progress: bool = True,

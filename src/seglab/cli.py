@@ -104,8 +104,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _device_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
+    parser.add_argument("--compile", default="auto",
+                        help="torch.compile: auto (on for CUDA), on or off; a failure falls back "
+                             "to eager with a warning")
 
 
 def _inspect(args) -> None:
@@ -123,7 +126,7 @@ def _train(args) -> None:
         raise SeglabError("train: give a dataset (seglab train DATA --out RUN) or --resume")
     overrides = parse_overrides(args.set, args.plan_overrides)
     run = train(args.data, args.out, overrides, args.resume, args.device, args.precision,
-                evaluate=not args.no_evaluate)
+                evaluate=not args.no_evaluate, compile=args.compile)
     _print_evaluation(run.path / "evaluation")
     print(f"run folder: {run.path}")
 
@@ -132,7 +135,7 @@ def _predict(args) -> None:
     from seglab.api import predict
 
     written = predict(args.run, args.inputs, args.out, args.probabilities, args.device,
-                      args.precision, args.backend)
+                      args.precision, args.backend, args.compile)
     print(f"wrote {len(written)} file(s) to {args.out}")
 
 
@@ -173,7 +176,7 @@ def _compare(args) -> None:
 
     overrides = parse_overrides(args.set, args.plan_overrides)
     out = compare(args.data, args.models, args.out, args.minutes, args.epochs, overrides,
-                  args.device, args.precision, resume=args.resume)
+                  args.device, args.precision, resume=args.resume, compile=args.compile)
     print(format_text(json.loads((out / "comparison.json").read_text())))
     print(f"\n{out}: comparison.csv, comparison.md, comparison.html, comparison.json, runs/")
 

@@ -49,14 +49,15 @@ METRICS = ("dice", "iou", "precision", "recall", "f1")
 def compare_models(data: str | Path, names: list[str], out: str | Path,
                    minutes: float | None = None, epochs: int | None = None,
                    overrides: dict[str, Any] | None = None, device: str = "auto",
-                   precision: str = "auto", progress: bool = True, resume: bool = False) -> Path:
+                   precision: str = "auto", progress: bool = True, resume: bool = False,
+                   compile: str = "auto") -> Path:
     """Trains and evaluates each model in `names` into OUT/runs/<name>; returns OUT."""
     out = Path(out)
     names = _check_names(names)
     overrides = {**(overrides or {}), **_budget(minutes, epochs, overrides or {})}
     settings = json.loads(json.dumps({
         "data": str(Path(data).resolve()), "minutes": minutes, "epochs": epochs,
-        "overrides": overrides, "device": device, "precision": precision}))
+        "overrides": overrides, "device": device, "precision": precision, "compile": compile}))
     previous = _previous(out, settings, resume)
     dataset = find_dataset(data)
     fingerprint = inspect_dataset(dataset)
@@ -163,14 +164,15 @@ def _compare_one(name: str, path: Path, fingerprint: Fingerprint, split: dict[st
     except SeglabError as error:
         return _row(name, None, {"status": "failed", "reason": str(error)})
     write_new_run(path, settings["data"], fingerprint, plan, split)
-    exitcode = _run_in_child(path, settings["device"], settings["precision"], progress)
+    policy = (settings["device"], settings["precision"], settings.get("compile", "auto"))
+    exitcode = _run_in_child(path, policy, progress)
     measured = _measurements(path)
     if not measured:
         measured = {"status": "failed", "reason": _exit_reason(exitcode)}
     return _row(name, path, measured)
 
 
-def _run_in_child(path: Path, device: str, precision: str, progress: bool) -> int:
+def _run_in_child(path: Path, policy: tuple[str, str, str], progress: bool) -> int:
     """Runs `_worker` in a fresh process and returns its exit code (negative: killed by signal).
 
     A forkserver (spawn where there is none) gives every model a clean process that has never
@@ -180,7 +182,7 @@ def _run_in_child(path: Path, device: str, precision: str, progress: bool) -> in
     context = multiprocessing.get_context(method)
     if method == "forkserver":
         context.set_forkserver_preload(["seglab.compare"])
-    process = context.Process(target=_worker, args=(str(path), device, precision, progress),
+    process = context.Process(target=_worker, args=(str(path), policy, progress),
                               name=f"seglab-compare-{path.name}")
     process.start()
     try:
@@ -200,11 +202,11 @@ def _exit_reason(exitcode: int) -> str:
     return f"the process exited with code {exitcode} without writing its measurements"
 
 
-def _worker(path: str, device: str, precision: str, progress: bool) -> None:
+def _worker(path: str, policy: tuple[str, str, str], progress: bool) -> None:
     """In the model's own process: trains, evaluates, times inference, writes measurements.json."""
     run = Run(Path(path))
     try:
-        result = {"status": "ok", **_train_and_measure(run, device, precision, progress)}
+        result = {"status": "ok", **_train_and_measure(run, policy, progress)}
     except Exception as error:  # any failure is this model's row, not the comparison's end
         reason = str(error) if isinstance(error, SeglabError) else (
             f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
@@ -213,8 +215,9 @@ def _worker(path: str, device: str, precision: str, progress: bool) -> None:
     run.write_json(MEASUREMENTS, result)
 
 
-def _train_and_measure(run: Run, device: str, precision: str, progress: bool) -> dict[str, Any]:
-    policy = Precision.choose(device, precision)
+def _train_and_measure(run: Run, choices: tuple[str, str, str], progress: bool) -> dict[str, Any]:
+    """`choices`: the user's device, precision and compile settings."""
+    policy = Precision.choose(*choices)
     cuda = policy.device.type == "cuda"
     train_run(run, policy, progress)
     evaluate_run(run, policy)

@@ -125,7 +125,7 @@ def train(run: Run, precision: Precision | None = None, progress: bool = True,
     run.write_json("run.json", {**run.read_json("run.json"), **precision.describe()})
 
     sampler = PatchSampler(train_cases, plan, rng)
-    step = _Step(model, optimizer, create_loss(plan.loss), precision, adversary)
+    step = TrainStep(model, optimizer, create_loss(plan.loss), precision, adversary)
     encoder = models.encoder_parameters(model) if plan.transfer["freeze_encoder_epochs"] else []
     total_steps = plan.epochs * plan.iterations_per_epoch
     record: dict[str, Any] = {}
@@ -175,7 +175,7 @@ def train(run: Run, precision: Precision | None = None, progress: bool = True,
     return record
 
 
-class _Step:
+class TrainStep:
     """One optimisation step: forward, the plan's loss (plus the adversarial term when on),
     backward with gradient clipping, and the discriminator's own step."""
 
