@@ -14,7 +14,9 @@ from seglab.errors import SeglabError
 from seglab.evaluate import evaluate_folders, evaluate_run
 from seglab.infer import predict_files
 from seglab.run import Run
-from seglab.train.loop import create_run, train as train_run
+from seglab.train.distributed import Distributed
+from seglab.train.loop import train as train_run
+from seglab.train.setup import create_run
 
 if TYPE_CHECKING:
     from seglab.export import Exported
@@ -40,15 +42,16 @@ def train(data: str | Path | None, out: str | Path, overrides: dict[str, Any] | 
           progress: bool = True, evaluate: bool = True, compile: str = "auto") -> Run:
     """Plans and trains a new run in `out` (or continues it with resume=True), then evaluates its
     test split. device, precision and compile override the machine's policy (`seglab.device`)."""
+    dist = Distributed.from_environment()  # before the policy: it picks this rank's GPU
     policy = Precision.choose(device, precision, compile)
-    if resume:
-        run = Run.open(out)
-        train_run(run, policy, progress, overrides)
-    else:
-        run = create_run(data, out, overrides)
-        train_run(run, policy, progress)
-    if evaluate and run.read_json("split.json")["test"]:
+    if not resume and dist.is_main:
+        create_run(data, out, overrides)
+    dist.barrier()
+    run = Run.open(out)
+    train_run(run, policy, progress and dist.is_main, overrides if resume else None)
+    if evaluate and dist.is_main and run.read_json("split.json")["test"]:
         evaluate_run(run, policy)
+    dist.shutdown()
     return run
 
 

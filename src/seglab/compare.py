@@ -38,7 +38,8 @@ from seglab.infer import load_model, predict_case
 from seglab.plan import make_plan
 from seglab.report.compare_page import format_csv, format_markdown, render_html
 from seglab.run import Run
-from seglab.train.loop import open_dataset, planned_split, train as train_run, write_new_run
+from seglab.train.loop import train as train_run
+from seglab.train.setup import open_dataset, planned_split, write_new_run
 
 MEASUREMENTS = "measurements.json"
 # With --minutes alone the clock ends training, not the plan's default epoch count.

@@ -16,7 +16,7 @@ from seglab.errors import SeglabError
 from seglab.infer import load_model, output_value_map, predict_case
 from seglab.metrics import evaluate_case, summarize, write_tables
 from seglab.run import Run
-from seglab.train.loop import open_dataset
+from seglab.train.setup import open_dataset
 
 
 def evaluate_run(run: Run, precision: Precision | None = None) -> dict[str, Any]:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -70,3 +78,56 @@ def prepare_case(case: Case, plan: Plan) -> Prepared:
     if case.roi is not None:
         roi = resize(case.roi[None].astype(np.float32), shape, "nearest")[0] > 0.5
     return Prepared(case.case_id, image, label, roi, case.shape)
+
+
+# The plan fields that decide what `prepare_case` produces; a cache made under other values is
+# another cache.
+_PREPROCESSING_FIELDS = ("dims", "in_channels", "classes", "label_values", "ignore_label",
+                         "roi_rule", "normalization", "target_spacing")
+
+
+class PreparedCache:
+    """Prepared cases kept on disk once per plan, as uncompressed .npy files read back by memory
+    mapping: a second epoch, a resumed run or another DataLoader worker reads pages on demand
+    instead of decoding and resampling every case again, and several processes share one copy
+    in the page cache. Each case is written to a temporary folder and renamed into place, so a
+    kill never leaves a half-written case behind."""
+
+    def __init__(self, folder: Path, plan: Plan):
+        settings = {name: getattr(plan, name) for name in _PREPROCESSING_FIELDS}
+        key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+        self.folder = Path(folder) / key
+
+    def get(self, case_id: str, prepare: Callable[[], Prepared]) -> Prepared:
+        """The cached case, or `prepare()` written to the cache first."""
+        path = self.folder / _file_name(case_id)
+        if not (path / "meta.json").is_file():
+            self._write(path, prepare())
+        meta = json.loads((path / "meta.json").read_text())
+        arrays = {name: np.load(path / f"{name}.npy", mmap_mode="c") if name in meta["arrays"]
+                  else None for name in ("image", "label", "roi")}
+        return Prepared(meta["case_id"], arrays["image"], arrays["label"], arrays["roi"],
+                        tuple(meta["original_shape"]))
+
+    def _write(self, path: Path, case: Prepared) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.folder))
+        try:
+            arrays = {"image": case.image, "label": case.label, "roi": case.roi}
+            for name, array in arrays.items():
+                if array is not None:
+                    np.save(staging / f"{name}.npy", np.ascontiguousarray(array))
+            meta = {"case_id": case.case_id, "original_shape": list(case.original_shape),
+                    "arrays": [name for name, array in arrays.items() if array is not None]}
+            (staging / "meta.json").write_text(json.dumps(meta))
+            os.rename(staging, path)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not (path / "meta.json").is_file():  # not another process's finished copy
+                raise
+
+
+def _file_name(case_id: str) -> str:
+    """A file-system-safe, collision-free folder name for a case id."""
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", case_id)[:80]
+    return f"{readable}-{hashlib.sha1(case_id.encode()).hexdigest()[:8]}"

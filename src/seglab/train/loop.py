@@ -1,178 +1,189 @@
-"""`seglab train`: creates or resumes a run, trains on patches, validates every epoch, and keeps the
-last and best checkpoints so that a kill at any moment loses at most the current epoch."""
+"""`seglab train`: trains (or resumes) a run on patches, validates every epoch, and keeps the last
+and best checkpoints so that a kill at any moment loses at most the current epoch. On one process,
+or on several started by `torchrun` (see `seglab.train.distributed`)."""
 
 from __future__ import annotations
 
 import json
-import tempfile
+import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from seglab import __version__, models
+from seglab import models
 from seglab.data.io import write_text_atomic
-from seglab.data.inspect import Fingerprint, inspect_dataset
-from seglab.data.layouts import IGNORE_INDEX, Dataset, find_dataset
-from seglab.data.loading import load_case
+from seglab.data.layouts import IGNORE_INDEX
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.infer import build_model, sliding_window_predict
-from seglab.plan import Plan, apply_overrides, make_plan
-from seglab.preprocess import Prepared, prepare_case
-from seglab.run import Run, load_checkpoint, make_split, save_checkpoint
+from seglab.plan import Plan, apply_overrides
+from seglab.preprocess import Prepared, PreparedCache
+from seglab.run import Run, load_checkpoint, save_checkpoint
 from seglab.train.adversarial import Adversary
+from seglab.train.distributed import Distributed
 from seglab.train.loss import create_loss, main_output
-from seglab.train.sampling import PatchSampler
+from seglab.train.sampling import EpochBatches, PatchSampler
+from seglab.train.setup import open_dataset, prepare_cases
 from seglab.train.transfer import describe_transfer, initialise_from
-
-
-def create_run(data: str | Path, out: str | Path, overrides: dict[str, Any] | None = None) -> Run:
-    """Inspects the data, plans, splits, and writes a new run folder (all or nothing)."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        hint = " (use --resume to continue it)" if (out / "plan.json").exists() else ""
-        raise SeglabError(f"{out}: folder exists and is not empty{hint}")
-    dataset = find_dataset(data)
-    fingerprint = inspect_dataset(dataset)
-    plan = make_plan(fingerprint, overrides)
-    return write_new_run(out, data, fingerprint, plan, planned_split(dataset, plan))
-
-
-def planned_split(dataset: Dataset, plan: Plan) -> dict[str, list[str]]:
-    """Train/val/test ids: the dataset's fixed subsets, overridden per subset by the plan's
-    `split.fixed`, and the rest drawn with the plan's seed."""
-    fixed = {**(dataset.split or {}), **(plan.split.get("fixed") or {})}
-    return make_split([c.case_id for c in dataset.cases], fixed, plan.split["val_fraction"],
-                      plan.split["test_fraction"], plan.seed)
-
-
-def write_new_run(out: Path, data: str | Path, fingerprint: Fingerprint, plan: Plan,
-                  split: dict[str, list[str]]) -> Run:
-    """Writes the run folder under a temporary name, then renames it: all or nothing."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    run = Run(staging)
-    plan.save(run.plan_path)
-    run.write_json("fingerprint.json", fingerprint.to_dict())
-    run.write_json("split.json", split)
-    run.write_json("run.json", {"data": str(Path(data).resolve()), "seglab": __version__})
-    if out.exists():
-        out.rmdir()
-    staging.rename(out)
-    return Run(out)
-
-
-def open_dataset(run: Run) -> Dataset:
-    """The run's dataset, read with the classes and label mapping recorded in its fingerprint."""
-    fingerprint = Fingerprint.from_dict(run.read_json("fingerprint.json"))
-    dataset = find_dataset(run.read_json("run.json")["data"])
-    dataset.classes = fingerprint.classes
-    dataset.label_values = fingerprint.label_values
-    return dataset
-
-
-def prepare_cases(dataset: Dataset, ids: list[str], plan: Plan) -> list[Prepared]:
-    refs = {ref.case_id: ref for ref in dataset.cases}
-    missing = [i for i in ids if i not in refs]
-    if missing:
-        raise SeglabError(f"{dataset.source}: cases {missing[:5]} of the run's split are gone")
-    return [prepare_case(load_case(dataset, refs[i]), plan) for i in ids]
 
 
 def train(run: Run, precision: Precision | None = None, progress: bool = True,
           overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Trains (or continues training) `run` to the end of its plan; returns the final log record."""
-    if overrides:
+    dist = Distributed.from_environment()
+    if overrides and dist.is_main:
         apply_overrides(run.plan(), overrides).save(run.plan_path)
+    dist.barrier()
     plan = run.plan()
     precision = precision or Precision.choose()
-    dataset = open_dataset(run)
-    split = run.read_json("split.json")
-    train_cases = prepare_cases(dataset, split["train"], plan)
-    val_cases = prepare_cases(dataset, split["val"], plan)
+    if dist.active and plan.adversarial["weight"] > 0:
+        raise SeglabError("adversarial training runs on one process only; start it without "
+                          "torchrun")
+    train_cases, val_cases = _cases(run, plan, dist)
 
     torch.manual_seed(plan.seed)
-    rng = np.random.default_rng(plan.seed)
     model = precision.prepare_model(build_model(plan))
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.optimizer["lr"],
                                   weight_decay=plan.optimizer["weight_decay"])
     adversary = (Adversary(plan.patch_size, plan.in_channels, plan.n_classes, plan.adversarial,
                            precision.device) if plan.adversarial["weight"] > 0 else None)
-    state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best_dice": -1.0, "finished": False}
-    last = run.checkpoints / "last.pt"
-    if last.exists():
-        saved = load_checkpoint(last)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if adversary:
-            adversary.load_state_dict(saved["adversary"])
-        rng.bit_generator.state = saved["numpy_rng"]
-        torch.set_rng_state(saved["torch_rng"])
-        state = saved["progress"]
-    elif plan.transfer["init_from"]:
-        _initialise(run, model, plan.transfer["init_from"], progress)
-    _trim_log(run, state["epoch"])
-    run.remove_partial_writes()
+    state = _restore(run, plan, model, optimizer, adversary, progress and dist.is_main)
+    if dist.is_main:
+        _trim_log(run, state["epoch"])
+        run.remove_partial_writes()
     budget = plan.time_budget_minutes * 60 if plan.time_budget_minutes else None
     # Recomputed rather than read back, so that resuming with more epochs or minutes goes on.
     state["finished"] = state["epoch"] >= plan.epochs or bool(budget and state["elapsed"] >= budget)
     if state["finished"]:
         return run.log()[-1] if run.log() else {}
-    run.write_json("run.json", {**run.read_json("run.json"), **precision.describe()})
+    workers = loader_workers(precision.device)
+    if dist.is_main:
+        run.write_json("run.json", {**run.read_json("run.json"), **precision.describe(),
+                                    "processes": dist.world, "loader_workers": workers})
 
-    sampler = PatchSampler(train_cases, plan, rng)
-    step = TrainStep(model, optimizer, create_loss(plan.loss), precision, adversary)
-    encoder = models.encoder_parameters(model) if plan.transfer["freeze_encoder_epochs"] else []
-    total_steps = plan.epochs * plan.iterations_per_epoch
+    freeze = plan.transfer["freeze_encoder_epochs"]
+    net = dist.wrap(model, find_unused=bool(freeze))
+    sampler = PatchSampler(train_cases, plan, np.random.default_rng(plan.seed),
+                           batch_size=max(1, plan.batch_size // dist.world))
+    step = TrainStep(net, optimizer, create_loss(plan.loss), precision, adversary)
+    encoder = models.encoder_parameters(model) if freeze else []
     record: dict[str, Any] = {}
     while state["epoch"] < plan.epochs and not state["finished"]:
-        model.train()
         for parameter in encoder:
-            parameter.requires_grad_(state["epoch"] >= plan.transfer["freeze_encoder_epochs"])
-        started, losses = time.monotonic(), []
-        bar = tqdm(range(plan.iterations_per_epoch), disable=not progress, leave=False,
-                   desc=f"epoch {state['epoch'] + 1}/{plan.epochs}")
-        for _ in bar:
-            progress_fraction = max(state["step"] / total_steps,
-                                    (state["elapsed"] + time.monotonic() - started) / budget
-                                    if budget else 0.0)
-            for group in optimizer.param_groups:
-                group["lr"] = plan.optimizer["lr"] * (1 - min(progress_fraction, 0.999)) ** 0.9
-            losses.append(step(*sampler.batch()))
-            state["step"] += 1
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
-                            val_dice=f"{max(state['best_dice'], 0):.4f}")
-            if budget and state["elapsed"] + time.monotonic() - started >= budget:
-                state["finished"] = True
-                break
-        state["elapsed"] += time.monotonic() - started
-        state["epoch"] += 1
-        state["finished"] = state["finished"] or state["epoch"] >= plan.epochs
-        val = validate(model, val_cases, plan, precision)
+            parameter.requires_grad_(state["epoch"] >= freeze)
+        batches = DataLoader(EpochBatches(sampler, plan.iterations_per_epoch, plan.seed,
+                                          state["epoch"], dist.rank),
+                             batch_size=None, num_workers=workers,
+                             pin_memory=precision.device.type == "cuda",
+                             multiprocessing_context="fork" if workers else None)
+        losses = _train_epoch(net, step, batches, plan, state, budget, dist, progress)
+        val = _validate(model, val_cases, plan, precision, dist)
         improved = val["mean_dice"] > state["best_dice"] or not val_cases
         if improved:
             state["best_dice"] = val["mean_dice"]
-        record = {"epoch": state["epoch"], "step": state["step"], "loss": float(np.mean(losses)),
+        record = {"epoch": state["epoch"], "step": state["step"],
+                  "loss": float(np.mean([x for rank in dist.gather(losses) for x in rank])),
                   "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(state["elapsed"], 2),
                   **val}
-        # Log line, then best, then last: last.pt is the commit point. A kill before it is
-        # rolled back on resume (`_trim_log` drops lines past the checkpoint); after it, all agree.
-        run.append_log(record)
-        if improved:
-            save_checkpoint(run.checkpoints / "best.pt", {"model": model.state_dict(),
-                                                         "progress": dict(state)})
-        save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               **({"adversary": adversary.state_dict()} if adversary else {}),
-                               "numpy_rng": rng.bit_generator.state,
-                               "torch_rng": torch.get_rng_state(), "progress": dict(state)})
-        if progress:
+        if dist.is_main:
+            _save(run, record, state, improved, model, optimizer, adversary)
+        if progress and dist.is_main:
             tqdm.write(f"epoch {state['epoch']:>3}  loss {record['loss']:.4f}  val Dice "
                        f"{val['mean_dice']:.4f}  ({state['elapsed']:.0f} s)")
+    dist.barrier()
     return record
+
+
+def loader_workers(device: torch.device) -> int:
+    """DataLoader worker processes for this machine. Patches are cut by one grid_sample each, a few
+    percent of a CPU step (`benchmarks/speed.py` measures it), so on a CPU a worker would only take
+    cores from the convolutions: none below 8 cores, one above. A GPU step leaves the CPU idle:
+    up to 6 workers, one core kept for the main process (per process under torchrun)."""
+    cores = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if device.type == "cpu":
+        return 0 if cores < 8 else 1
+    return max(0, min(6, cores - 1))
+
+
+def _cases(run: Run, plan: Plan, dist: Distributed) -> tuple[list[Prepared], list[Prepared]]:
+    """Training cases, and this rank's share of the validation cases. Rank 0 fills the
+    preprocessed cache first; the other ranks then map the same files."""
+    dataset = open_dataset(run)
+    split = run.read_json("split.json")
+    cache = PreparedCache(run.path / "preprocessed", plan)
+    if not dist.is_main:
+        dist.barrier()
+    train_cases = prepare_cases(dataset, split["train"], plan, cache)
+    val_cases = prepare_cases(dataset, split["val"], plan, cache)
+    if dist.is_main:
+        dist.barrier()
+    return train_cases, val_cases[dist.rank::dist.world]
+
+
+def _restore(run: Run, plan: Plan, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             adversary: Adversary | None, progress: bool) -> dict[str, Any]:
+    """The progress to continue from: last.pt when there is one (weights, optimiser, random
+    state), else a fresh start, initialised from another run when the plan says so."""
+    last = run.checkpoints / "last.pt"
+    if not last.exists():
+        if plan.transfer["init_from"]:
+            _initialise(run, model, plan.transfer["init_from"], progress)
+        return {"epoch": 0, "step": 0, "elapsed": 0.0, "best_dice": -1.0, "finished": False}
+    saved = load_checkpoint(last)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if adversary:
+        adversary.load_state_dict(saved["adversary"])
+    torch.set_rng_state(saved["torch_rng"])
+    return saved["progress"]
+
+
+def _train_epoch(net: torch.nn.Module, step: "TrainStep", batches: DataLoader, plan: Plan,
+                 state: dict[str, Any], budget: float | None, dist: Distributed,
+                 progress: bool) -> list[float]:
+    """One epoch of steps under the poly learning-rate schedule, stopping early (on every rank at
+    the same step) when the time budget runs out; updates `state` and returns the losses."""
+    net.train()
+    started, losses = time.monotonic(), []
+    total_steps = plan.epochs * plan.iterations_per_epoch
+    bar = tqdm(batches, disable=not (progress and dist.is_main), leave=False,
+               desc=f"epoch {state['epoch'] + 1}/{plan.epochs}")
+    for images, labels in bar:
+        # The slowest rank's clock, so that every rank sets the same rate and stops together.
+        elapsed = max(dist.gather(state["elapsed"] + time.monotonic() - started))
+        if budget and elapsed >= budget:
+            state["finished"] = True
+            break
+        fraction = max(state["step"] / total_steps, elapsed / budget if budget else 0.0)
+        for group in step.optimizer.param_groups:
+            group["lr"] = plan.optimizer["lr"] * (1 - min(fraction, 0.999)) ** 0.9
+        losses.append(step(images, labels))
+        state["step"] += 1
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
+                        val_dice=f"{max(state['best_dice'], 0):.4f}")
+    state["elapsed"] += max(dist.gather(time.monotonic() - started))
+    state["epoch"] += 1
+    state["finished"] = state["finished"] or state["epoch"] >= plan.epochs
+    return losses
+
+
+def _save(run: Run, record: dict[str, Any], state: dict[str, Any], improved: bool,
+          model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+          adversary: Adversary | None) -> None:
+    """Log line, then best, then last: last.pt is the commit point. A kill before it is rolled
+    back on resume (`_trim_log` drops lines past the checkpoint); after it, all agree."""
+    run.append_log(record)
+    if improved:
+        save_checkpoint(run.checkpoints / "best.pt", {"model": model.state_dict(),
+                                                     "progress": dict(state)})
+    save_checkpoint(run.checkpoints / "last.pt", {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        **({"adversary": adversary.state_dict()} if adversary else {}),
+        "torch_rng": torch.get_rng_state(), "progress": dict(state)})
 
 
 class TrainStep:
@@ -219,23 +230,34 @@ def _trim_log(run: Run, epoch: int) -> None:
     write_text_atomic(run.log_path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
-@torch.no_grad()
-def validate(model: torch.nn.Module, cases: list[Prepared], plan: Plan,
-             precision: Precision) -> dict[str, float]:
-    """Dice per foreground class on whole validation cases (sliding window), in the plan's space."""
-    if not cases:
+def _validate(model: torch.nn.Module, cases: list[Prepared], plan: Plan, precision: Precision,
+              dist: Distributed) -> dict[str, float]:
+    """Mean Dice per foreground class over all ranks' validation cases."""
+    scores = [row for rank in dist.gather(validation_scores(model, cases, plan, precision))
+              for row in rank]
+    if not scores:
         return {"mean_dice": float("nan")}
+    per_class = np.mean(scores, axis=0)
+    result = {f"dice_{name}": float(v) for name, v in zip(plan.classes[1:], per_class)}
+    return {"mean_dice": float(per_class.mean()), **result}
+
+
+@torch.no_grad()
+def validation_scores(model: torch.nn.Module, cases: list[Prepared], plan: Plan,
+                      precision: Precision) -> list[list[float]]:
+    """Dice per foreground class for each whole validation case (sliding window), in the plan's
+    space; an empty reference predicted empty scores 1."""
     model.eval()
-    scores = np.zeros((len(cases), plan.n_classes - 1))
-    for row, case in enumerate(cases):
+    scores = []
+    for case in cases:
         mask = sliding_window_predict(model, case.image, plan, precision).argmax(0).numpy()
         valid = case.label != IGNORE_INDEX
         if case.roi is not None:
             valid &= case.roi
+        row = []
         for k in range(1, plan.n_classes):
             pred, ref = (mask == k) & valid, (case.label == k) & valid
             total = pred.sum() + ref.sum()
-            scores[row, k - 1] = 1.0 if total == 0 else 2 * (pred & ref).sum() / total
-    per_class = scores.mean(axis=0)
-    result = {f"dice_{name}": float(v) for name, v in zip(plan.classes[1:], per_class)}
-    return {"mean_dice": float(per_class.mean()), **result}
+            row.append(1.0 if total == 0 else float(2 * (pred & ref).sum() / total))
+        scores.append(row)
+    return scores

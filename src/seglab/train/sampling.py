@@ -14,6 +14,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import IterableDataset, get_worker_info
 
 from seglab.plan import Plan
 from seglab.preprocess import Prepared
@@ -24,11 +25,14 @@ FOREGROUND_POINTS_PER_CLASS = 10_000
 class PatchSampler:
     """Draws augmented (image, label) batches of the plan's patch size from prepared cases."""
 
-    def __init__(self, cases: list[Prepared], plan: Plan, rng: np.random.Generator):
+    def __init__(self, cases: list[Prepared], plan: Plan, rng: np.random.Generator,
+                 batch_size: int | None = None):
         self.plan = plan
         self.rng = rng
+        self.batch_size = batch_size or plan.batch_size
+        # Memory-mapped arrays stay mapped: grid_sample and indexing touch only the pages they read.
         self.images = [torch.from_numpy(c.image) for c in cases]
-        self.labels = [torch.from_numpy(c.label.astype(np.float32)) for c in cases]
+        self.labels = [torch.from_numpy(c.label) for c in cases]
         self.foreground = [self._foreground_points(c) for c in cases]
         patch = plan.patch_size
         axes = [torch.arange(n, dtype=torch.float32) - n // 2 for n in patch]
@@ -46,7 +50,7 @@ class PatchSampler:
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = [], []
-        for _ in range(self.plan.batch_size):
+        for _ in range(self.batch_size):
             index = int(self.rng.integers(len(self.images)))
             image, label = self._sample(index)
             images.append(image)
@@ -74,9 +78,37 @@ class PatchSampler:
         grid = normalised.flip(-1).reshape(1, *self.plan.patch_size, len(shape))
         patch = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros",
                               align_corners=True)[0]
-        patch_label = F.grid_sample(label[None, None], grid, mode="nearest", padding_mode="zeros",
-                                    align_corners=True)[0, 0]
-        return patch, patch_label
+        return patch, _nearest_labels(label, coords, self.plan.patch_size)
+
+
+class EpochBatches(IterableDataset):
+    """The `count` batches of one epoch, for a DataLoader with any number of workers. Every worker
+    (and every rank) draws from its own stream seeded by (seed, epoch, rank, worker), so a resumed
+    epoch draws what the interrupted one did, and ranks draw different patches."""
+
+    def __init__(self, sampler: PatchSampler, count: int, seed: int, epoch: int, rank: int):
+        self.sampler, self.count, self.key = sampler, count, (seed, epoch, rank)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        self.sampler.rng = np.random.default_rng([*self.key, worker])
+        for _ in range(worker, self.count, workers):
+            yield self.sampler.batch()
+
+
+def _nearest_labels(label: torch.Tensor, coords: torch.Tensor, patch: list[int]) -> torch.Tensor:
+    """The label at the voxel nearest each sampling point, 0 outside the case: what grid_sample's
+    nearest mode gives, read by indexing so that labels need no float copy."""
+    index = coords.round().long()
+    size = torch.tensor(label.shape)
+    inside = ((index >= 0) & (index < size)).all(dim=1)
+    values = torch.zeros(len(index), dtype=label.dtype)
+    values[inside] = label[tuple(index[inside].T)]
+    return values.reshape(patch)
 
 
 def spatial_matrix(aug: dict, dims: int, rng: np.random.Generator) -> np.ndarray:
@@ -117,8 +149,8 @@ def augment_intensity(images: torch.Tensor, aug: dict, rng: np.random.Generator)
         return torch.from_numpy(rng.uniform(low, high, batch).astype(np.float32)).view(view)
 
     sigma = torch.sqrt(uniform(0.0, 0.1))
-    images = torch.where(chosen(aug["noise_probability"]),
-                         images + sigma * torch.randn_like(images), images)
+    noise = torch.from_numpy(rng.standard_normal(images.shape, dtype=np.float32))
+    images = torch.where(chosen(aug["noise_probability"]), images + sigma * noise, images)
     images = torch.where(chosen(aug["brightness_probability"]), images * uniform(0.75, 1.25), images)
     dims = tuple(range(1, images.dim()))
     mean = images.mean(dim=dims, keepdim=True)
