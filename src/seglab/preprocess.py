@@ -121,9 +121,9 @@ class PreparedCache:
                     "arrays": [name for name, array in arrays.items() if array is not None]}
             (staging / "meta.json").write_text(json.dumps(meta))
             os.rename(staging, path)
-        except OSError:
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            if not (path / "meta.json").is_file():  # not another process's finished copy
+            if not (path / "meta.json").is_file():  # else another process finished it first
                 raise
 
 
