@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from seglab.device import Precision
-from seglab.infer import output_value_map, sliding_window_predict
+from seglab.errors import SeglabError
+from seglab.infer import output_value_map, sliding_window_predict, with_tta
 from tests.conftest import small_plan
 
 
@@ -55,3 +56,16 @@ def test_volumes_are_resampled_to_the_target_spacing_and_predicted_back_on_their
     mask, probs = predict_case(SignModel(), case, plan, Precision.choose("cpu", "fp32"))
     assert mask.shape == (20, 18, 9) and probs.shape == (2, 20, 18, 9)
     assert (mask == (image[0] > 0)).mean() > 0.95
+
+
+def test_tta_on_mirrors_every_axis_off_none_and_auto_only_on_cuda() -> None:
+    plan = small_plan((8, 8, 8))
+    plan.inference = {"mirror_axes": [2]}
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert with_tta(plan, "on", cpu).inference["mirror_axes"] == [0, 1, 2]
+    assert with_tta(plan, "off", cuda).inference["mirror_axes"] == []
+    assert with_tta(plan, "auto", cuda).inference["mirror_axes"] == [0, 1, 2]
+    assert with_tta(plan, "auto", cpu).inference["mirror_axes"] == [2]  # the plan's choice
+    assert plan.inference == {"mirror_axes": [2]}  # the run's plan is not changed
+    with pytest.raises(SeglabError, match="expected auto, on or off"):
+        with_tta(plan, "always", cpu)

@@ -58,7 +58,7 @@ def train(data: str | Path | None, out: str | Path, overrides: dict[str, Any] | 
 def predict(run: str | Path, inputs: list[str | Path], out: str | Path,
             probabilities: bool = False, device: str = "auto",
             precision: str = "auto", backend: str = "torch",
-            compile: str = "auto") -> list[Path]:
+            compile: str = "auto", tta: str = "auto") -> list[Path]:
     """Predicts masks for images/volumes (files or folders) in their own format and geometry.
 
     backend="onnx" runs an exported model with ONNX Runtime: `run` is then the .onnx file (the run
@@ -75,7 +75,7 @@ def predict(run: str | Path, inputs: list[str | Path], out: str | Path,
     if Path(run).suffix == ".onnx":
         raise SeglabError(f"{run}: an ONNX model; predict with it using --backend onnx")
     return predict_files(Run.open(run), inputs, Path(out), probabilities,
-                         Precision.choose(device, precision, compile))
+                         Precision.choose(device, precision, compile), tta)
 
 
 def export(run: str | Path, out: str | Path | None = None, format: str = "onnx") -> Exported:

@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--probabilities", action="store_true", help="also write probabilities")
     predict.add_argument("--backend", default="torch", choices=["torch", "onnx"],
                          help="onnx: run the exported model (seglab export) with ONNX Runtime")
+    predict.add_argument("--tta", default="auto", choices=["auto", "on", "off"],
+                         help="test-time mirroring along each axis: 1 + dims passes (3x the time "
+                              "in 2D, 4x in 3D); auto: on with CUDA, the plan's choice on a CPU")
     _device_options(predict)
     predict.set_defaults(handler=_predict)
 
@@ -135,7 +138,7 @@ def _predict(args) -> None:
     from seglab.api import predict
 
     written = predict(args.run, args.inputs, args.out, args.probabilities, args.device,
-                      args.precision, args.backend, args.compile)
+                      args.precision, args.backend, args.compile, args.tta)
     print(f"wrote {len(written)} file(s) to {args.out}")
 
 
