@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from seglab.plan import Plan
@@ -30,6 +31,12 @@ def small_plan(patch, oversampling=0.0, augmentation=None) -> Plan:
                 optimizer={}, epochs=1, iterations_per_epoch=1, time_budget_minutes=None,
                 foreground_oversampling=oversampling,
                 augmentation=augmentation or dict(NO_AUGMENTATION), inference={}, split={})
+
+
+def needs_gpu(test):
+    """Marks a test `gpu` and skips it where PyTorch sees no CUDA GPU."""
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+    return pytest.mark.gpu(skip(test))
 
 
 def needs_shared(name: str):
