@@ -1,4 +1,5 @@
-"""seglab.metrics: hand-computed answers for every metric and rule, and agreement with MONAI."""
+"""seglab.metrics: hand-computed answers for every metric and rule (agreement with MONAI, medpy and
+scikit-learn on random masks is in test_metrics_reference.py)."""
 
 from __future__ import annotations
 
@@ -8,29 +9,21 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from monai.metrics import (
-    compute_average_surface_distance,
-    compute_confusion_matrix_metric,
-    compute_dice,
-    compute_hausdorff_distance,
-    compute_iou,
-    get_confusion_matrix,
-)
 from monai.metrics.utils import get_mask_edges
-from scipy import ndimage
 
 from seglab.errors import SeglabError
 from seglab.metrics import (
     METRICS,
-    _border,
-    _surface_distances,
     binary_metrics,
+    confusion_matrix,
     evaluate_case,
     format_summary_table,
+    roc_auc,
+    roc_auc_cases,
     summarize,
     write_tables,
 )
+from seglab.metrics.binary import _border
 
 nan = float("nan")
 # MONAI's own internal call to its get_mask_edges trips its deprecation of always_return_as_numpy
@@ -58,7 +51,14 @@ def test_overlap_metrics_match_hand_counted_tp_fp_fn_tn():
     assert m["recall"] == pytest.approx(2 / 4)
     assert m["f1"] == pytest.approx(4 / 7)
     assert m["accuracy"] == pytest.approx((2 + 11) / 16)
+    assert m["seg_accuracy"] == pytest.approx(1 - (1 + 2) / 4)  # misclassified FP + FN over |ref| = 4
     assert set(m) == set(METRICS)
+
+
+def test_seg_accuracy_goes_below_zero_when_misclassified_pixels_outnumber_the_reference():
+    ref = _mask((4, 4), (0, 0))
+    pred = _mask((4, 4), (2, 0), (2, 1), (3, 0), (3, 1))  # FP 4, FN 1, |ref| 1
+    assert binary_metrics(pred, ref)["seg_accuracy"] == pytest.approx(1 - 5 / 1)
 
 
 # ---------------------------------------------------------------- empty-mask rules
@@ -71,6 +71,7 @@ def test_both_empty_gives_perfect_overlap_zero_distance_and_normal_accuracy():
         ("dice", "iou", "f1", "precision", "recall"), 1.0
     )
     assert m["accuracy"] == 1.0
+    assert m["seg_accuracy"] == 1.0 and m["nsd"] == 1.0
     assert m["hd95"] == 0.0 and m["assd"] == 0.0
 
 
@@ -79,6 +80,8 @@ def test_empty_reference_gives_zero_overlap_nan_recall_and_nan_distances():
     m = binary_metrics(pred, np.zeros_like(pred))
     assert m["dice"] == m["iou"] == m["f1"] == m["precision"] == 0.0
     assert math.isnan(m["recall"])
+    assert math.isnan(m["seg_accuracy"])  # misclassified pixels over an area of 0
+    assert m["nsd"] == 0.0  # no prediction border lies near a reference border that does not exist
     assert math.isnan(m["hd95"]) and math.isnan(m["assd"])
     assert m["accuracy"] == pytest.approx(18 / 20)
 
@@ -88,6 +91,7 @@ def test_empty_prediction_gives_zero_overlap_nan_precision_and_nan_distances():
     m = binary_metrics(np.zeros_like(ref), ref)
     assert m["dice"] == m["iou"] == m["f1"] == m["recall"] == 0.0
     assert math.isnan(m["precision"])
+    assert m["seg_accuracy"] == 0.0 and m["nsd"] == 0.0  # 1 - FN / |ref| = 1 - 3/3
     assert math.isnan(m["hd95"]) and math.isnan(m["assd"])
     assert m["accuracy"] == pytest.approx(17 / 20)
 
@@ -130,6 +134,33 @@ def test_anisotropic_3d_distances_follow_the_spacing_of_each_axis():
     a, b = _mask((4, 4, 5), (1, 1, 1)), _mask((4, 4, 5), (1, 2, 3))
     assert binary_metrics(a, b, spacing=(1.0, 1.0, 3.0))["hd95"] == pytest.approx(math.sqrt(1 + 36))
     assert binary_metrics(a, b)["hd95"] == pytest.approx(math.sqrt(5))
+
+
+def test_nsd_counts_border_voxels_within_the_tolerance_on_both_sides():
+    ref = _mask((3, 7), (1, 0))
+    pred = _mask((3, 7), *[(1, j) for j in range(5)])
+    # pred->ref: 0,1,2,3,4 ; ref->pred: 0 ; six border voxels in all
+    assert binary_metrics(pred, ref, nsd_tolerance=2.0)["nsd"] == pytest.approx(4 / 6)
+    assert binary_metrics(pred, ref, nsd_tolerance=1.99)["nsd"] == pytest.approx(3 / 6)  # d = 2 now out
+    assert binary_metrics(pred, ref, nsd_tolerance=0.0)["nsd"] == pytest.approx(2 / 6)
+    assert binary_metrics(pred, ref)["nsd"] == pytest.approx(3 / 6)  # default tolerance 1.0
+    # spacing (5, 2): distances 0,2,4,6,8 and 0 in mm
+    assert binary_metrics(pred, ref, spacing=(5.0, 2.0), nsd_tolerance=2.0)["nsd"] == pytest.approx(3 / 6)
+
+
+def test_nsd_in_anisotropic_3d_measures_the_tolerance_in_mm():
+    ref = _mask((3, 3, 4), (1, 1, 0))
+    pred = _mask((3, 3, 4), *[(1, 1, k) for k in range(4)])
+    # along axis 2 with spacing 3 mm: pred->ref 0,3,6,9 ; ref->pred 0
+    spacing = (1.0, 1.0, 3.0)
+    assert binary_metrics(pred, ref, spacing, nsd_tolerance=3.0)["nsd"] == pytest.approx(3 / 5)
+    assert binary_metrics(pred, ref, spacing, nsd_tolerance=2.9)["nsd"] == pytest.approx(2 / 5)
+    assert binary_metrics(pred, ref, nsd_tolerance=2.9)["nsd"] == pytest.approx(4 / 5)  # 1 mm voxels
+
+
+def test_nsd_rejects_a_negative_tolerance():
+    with pytest.raises(SeglabError, match="tolerance -1.0"):
+        binary_metrics(np.ones((2, 2), bool), np.ones((2, 2), bool), nsd_tolerance=-1.0)
 
 
 def test_surface_is_the_border_so_interior_voxels_do_not_count():
@@ -186,15 +217,28 @@ def test_evaluate_case_excludes_roi_and_ignore_label_pixels_from_every_metric():
     assert a["accuracy"] == pytest.approx(8 / 9)
     # pred->ref 0,0 ; ref->pred 0,1,0 -> 95th pct of [0,0,1] at index 1.9 = 0.9
     assert a["hd95"] == pytest.approx(0.9) and a["assd"] == pytest.approx(1 / 5)
+    assert a["seg_accuracy"] == pytest.approx(1 - 1 / 3) and a["nsd"] == 1.0  # every distance <= 1
     b = result["classes"]["b"]  # ref {(0,3),(1,2),(1,3),(2,3)}, pred {(0,2),(0,3),(1,2),(1,3)}
     assert b["dice"] == pytest.approx(6 / 8) and b["iou"] == pytest.approx(3 / 5)
     assert b["precision"] == pytest.approx(3 / 4) and b["recall"] == pytest.approx(3 / 4)
     assert b["accuracy"] == pytest.approx(7 / 9)
     assert b["hd95"] == pytest.approx(0.85) and b["assd"] == pytest.approx(2 / 8)
+    assert b["seg_accuracy"] == pytest.approx(1 - 2 / 4)
+    # the confusion matrix, rows = reference (bg, a, b): counted (ref, pred) pairs by hand
+    assert result["confusion"] == [[2, 0, 0], [0, 2, 1], [1, 0, 3]]
+    assert result["class_names"] == ["bg", "a", "b"] and result["nsd_tolerance"] == 1.0
+
+
+def test_evaluate_case_nsd_uses_the_given_tolerance():
+    result = evaluate_case(PRED, REF, ["bg", "a", "b"], roi=ROI, ignore_label=255, nsd_tolerance=0.5)
+    # a: distances 0,0 and 0,1,0 ; b: 0,0,0,1 both ways (see above)
+    assert result["classes"]["a"]["nsd"] == pytest.approx(4 / 5)
+    assert result["classes"]["b"]["nsd"] == pytest.approx(6 / 8)
+    assert result["nsd_tolerance"] == 0.5
 
 
 def test_evaluate_case_without_exclusions_counts_every_pixel():
-    result = evaluate_case(PRED, REF, ["bg", "a", "b"])
+    result = evaluate_case(PRED, np.where(REF == 255, 0, REF), ["bg", "a", "b"])
     assert result["pixel_accuracy"] == pytest.approx(8 / 12)  # wrong: (0,2), (1,0), (2,2), (2,3)
     a = result["classes"]["a"]  # pred "a" now also at (1,0) and (2,2): TP 2 FP 2 FN 1
     assert a["precision"] == pytest.approx(2 / 4) and a["dice"] == pytest.approx(4 / 7)
@@ -209,8 +253,9 @@ def test_evaluate_case_reports_background_only_when_asked():
 
 
 def test_evaluate_case_absent_class_follows_the_empty_rules():
-    result = evaluate_case(PRED, REF, ["bg", "a", "b", "c"])
-    assert result["classes"]["c"]["dice"] == 1.0 and result["classes"]["c"]["hd95"] == 0.0
+    result = evaluate_case(PRED, REF, ["bg", "a", "b", "c"], ignore_label=255)
+    c = result["classes"]["c"]
+    assert c["dice"] == c["nsd"] == c["seg_accuracy"] == 1.0 and c["hd95"] == 0.0
 
 
 def test_evaluate_case_shape_mismatch_raises_naming_both_shapes():
@@ -218,6 +263,11 @@ def test_evaluate_case_shape_mismatch_raises_naming_both_shapes():
         evaluate_case(PRED, REF[:2], ["bg", "a"])
     with pytest.raises(SeglabError, match=r"roi shape \(2, 4\)"):
         evaluate_case(PRED, REF, ["bg", "a"], roi=ROI[:2])
+
+
+def test_evaluate_case_names_a_reference_label_that_is_neither_a_class_nor_ignored():
+    with pytest.raises(SeglabError, match="reference label 255 is outside the 3 classes"):
+        evaluate_case(PRED, REF, ["bg", "a", "b"])
 
 
 # ---------------------------------------------------------------- summarize
@@ -306,83 +356,120 @@ def test_format_summary_table_shows_mean_std_and_undefined_counts():
     assert "2 cases" in lines[-1]
 
 
-# ---------------------------------------------------------------- agreement with MONAI
+# ---------------------------------------------------------------- confusion matrix and aggregates
 
 
-def _random_pairs():
-    """Seeded (pred, ref, spacing) blob pairs: 30 in 2D, 15 anisotropic 3D; many touch the border."""
-    rng = np.random.default_rng(1234)
-
-    def blob(shape, sigma, keep):
-        noise = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
-        return noise > np.quantile(noise, 1 - keep)
-
-    pairs = []
-    for i in range(45):
-        shape, spacing = ((32, 32), (0.7, 1.3)) if i < 30 else ((16, 20, 12), (1.0, 0.8, 3.0))
-        ref = blob(shape, 2.0, rng.uniform(0.1, 0.6))
-        pred = ref ^ blob(shape, 1.5, 0.1) if i % 3 else blob(shape, 2.0, 0.3)
-        if i in (0, 30):
-            ref = np.ones(shape, dtype=bool)  # the whole array: its surface is the array's edge
-        pairs.append((pred, ref, spacing))
-    return pairs
+def test_confusion_matrix_counts_reference_rows_and_prediction_columns_inside_the_roi():
+    matrix = confusion_matrix(PRED, REF, 3, roi=ROI, ignore_label=255)
+    assert matrix.tolist() == [[2, 0, 0], [0, 2, 1], [1, 0, 3]]  # 9 counted pixels, see above
+    everything = confusion_matrix(PRED, np.where(REF == 255, 0, REF), 3)
+    # adds (0,0) bg->bg, (1,0) bg->a, (2,2) bg->a (the former ignore pixel, now bg)
+    assert everything.tolist() == [[3, 2, 0], [0, 2, 1], [1, 0, 3]]
 
 
-PAIRS = _random_pairs()
+def test_confusion_matrix_names_a_label_outside_the_classes():
+    with pytest.raises(SeglabError, match="reference label 255 is outside the 3 classes"):
+        confusion_matrix(PRED, REF, 3)
+    with pytest.raises(SeglabError, match="prediction label 2 is outside the 2 classes"):
+        confusion_matrix(PRED, np.zeros_like(REF), 2)
 
 
-def _onehot(mask):
-    return torch.as_tensor(mask[None, None], dtype=torch.float32)
+M1 = [[2, 0, 0], [0, 2, 1], [1, 0, 3]]  # the ROI case above
+M2 = [[3, 1, 0], [0, 0, 0], [0, 1, 1]]  # class "a" absent from the reference, predicted twice
 
 
-def _touches_border(mask):
-    return any(np.take(mask, idx, axis=ax).any() for ax in range(mask.ndim) for idx in (0, -1))
+def _confusion_case(case_id, matrix):
+    case = _case(case_id, {"a": 0.5, "b": 0.5})
+    return {**case, "class_names": ["bg", "a", "b"], "confusion": matrix}
 
 
-def test_random_pairs_include_masks_touching_the_array_border():
-    assert sum(_touches_border(pred) or _touches_border(ref) for pred, ref, _ in PAIRS) >= 40
-    assert all(pred.any() and ref.any() for pred, ref, _ in PAIRS)
+def test_summarize_macro_means_the_classes_case_means_with_and_without_background():
+    agg = summarize([_confusion_case("c1", M1), _confusion_case("c2", M2)])["aggregates"]
+    # dice per case: c1 bg 4/5, a 4/5, b 6/8 ; c2 bg 6/7, a 0 (FP 2 only), b 2/3
+    a, b, bg = (4 / 5 + 0) / 2, (6 / 8 + 2 / 3) / 2, (4 / 5 + 6 / 7) / 2
+    assert agg["macro_fg"]["dice"] == pytest.approx({"value": (a + b) / 2, "n_classes": 2, "undefined_classes": 0})
+    assert agg["macro_all"]["dice"]["value"] == pytest.approx((bg + a + b) / 3)
+    # recall of "a" in c2 is undefined (empty reference): a's mean is c1's 2/3 alone
+    assert agg["macro_fg"]["recall"]["value"] == pytest.approx((2 / 3 + (3 / 4 + 1 / 2) / 2) / 2)
+    # seg_accuracy: a c1 1 - 1/3, c2 NaN ; b c1 1 - 2/4, c2 1 - 1/2
+    assert agg["macro_fg"]["seg_accuracy"]["value"] == pytest.approx((2 / 3 + 1 / 2) / 2)
 
 
-@pytest.mark.parametrize("pred, ref, spacing", PAIRS)
-def test_surface_is_the_same_border_as_monai_get_mask_edges(pred, ref, spacing):
-    edges_pred, edges_ref = get_mask_edges(pred, ref, crop=False)  # crop=True: see the agreement test
-    assert np.array_equal(_border(pred), edges_pred) and np.array_equal(_border(ref), edges_ref)
+def test_summarize_macro_counts_a_class_undefined_in_every_case():
+    agg = summarize([_confusion_case("c2", M2)])["aggregates"]
+    assert agg["macro_fg"]["recall"] == pytest.approx({"value": 1 / 2, "n_classes": 1, "undefined_classes": 1})
 
 
-def test_metrics_agree_with_monai_on_random_2d_and_anisotropic_3d_masks():
-    """Overlap to 1e-6; hd95/assd to rtol 1e-5 because MONAI returns float32 distances."""
-    for i, (pred, ref, spacing) in enumerate(PAIRS):
-        ours = binary_metrics(pred, ref, spacing)
-        p, r = _onehot(pred), _onehot(ref)
-        cm = get_confusion_matrix(p, r, include_background=True)
-        theirs = {
-            "dice": compute_dice(p, r, include_background=True).item(),
-            "iou": compute_iou(p, r, include_background=True).item(),
-            "precision": compute_confusion_matrix_metric("precision", cm).item(),
-            "recall": compute_confusion_matrix_metric("sensitivity", cm).item(),
-            "hd95": compute_hausdorff_distance(
-                p, r, include_background=True, percentile=95, spacing=list(spacing)
-            ).item(),
-            "assd": compute_average_surface_distance(
-                p, r, include_background=True, symmetric=True, spacing=list(spacing)
-            ).item(),
-        }
-        for metric in ("dice", "iou", "precision", "recall"):
-            assert ours[metric] == pytest.approx(theirs[metric], abs=1e-6), (i, metric)
-        for metric in ("hd95", "assd"):
-            assert ours[metric] == pytest.approx(theirs[metric], rel=1e-5, abs=1e-6), (i, metric)
+def test_summarize_micro_pools_counts_over_cases_and_classes():
+    s = summarize([_confusion_case("c1", M1), _confusion_case("c2", M2)])
+    assert s["confusion"] == {"classes": ["bg", "a", "b"], "matrix": [[5, 1, 0], [0, 2, 1], [1, 1, 4]]}
+    micro_fg, micro_all = s["aggregates"]["micro_fg"], s["aggregates"]["micro_all"]
+    # foreground pooled: a TP 2 FP 2 FN 1, b TP 4 FP 1 FN 2 -> TP 6 FP 3 FN 3
+    assert micro_fg["dice"] == pytest.approx(12 / 18) and micro_fg["iou"] == pytest.approx(6 / 12)
+    assert micro_fg["precision"] == pytest.approx(6 / 9) and micro_fg["seg_accuracy"] == pytest.approx(1 - 6 / 9)
+    # all classes: + bg TP 5 FP 1 FN 1 ; single-label micro precision = recall = pixel accuracy 11/15
+    assert micro_all["precision"] == micro_all["recall"] == micro_all["dice"] == pytest.approx(11 / 15)
+    assert s["pooled_classes"]["a"]["dice"] == pytest.approx(4 / 7)  # a pooled: TP 2 FP 2 FN 1
 
 
-def test_our_distances_rounded_to_float32_reproduce_monai_to_1e6():
-    """The only difference from MONAI is its float32 arithmetic: redo ours in float32 and it vanishes."""
-    for pred, ref, spacing in PAIRS:
-        to_ref, to_pred = (torch.as_tensor(d, dtype=torch.float32) for d in _surface_distances(pred, ref, spacing))
-        hd95 = torch.max(torch.quantile(to_ref, 0.95), torch.quantile(to_pred, 0.95)).item()
-        assd = torch.cat([to_ref, to_pred]).mean().item()
-        p, r = _onehot(pred), _onehot(ref)
-        sp = list(spacing)
-        monai_hd95 = compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=sp)
-        monai_assd = compute_average_surface_distance(p, r, include_background=True, symmetric=True, spacing=sp)
-        assert hd95 == pytest.approx(monai_hd95.item(), abs=1e-6)
-        assert assd == pytest.approx(monai_assd.item(), abs=1e-6)
+def test_write_tables_writes_the_confusion_matrix_and_the_named_aggregates(tmp_path):
+    per_case = [_confusion_case("c1", M1), _confusion_case("c2", M2)]
+    paths = write_tables(per_case, summarize(per_case), tmp_path)
+    assert {p.name for p in paths} == {"metrics_per_case.csv", "metrics_summary.csv", "metrics.json",
+                                       "confusion.csv", "metrics_aggregates.csv"}
+    rows = list(csv.reader((tmp_path / "confusion.csv").open()))
+    assert rows == [["reference \\ prediction", "bg", "a", "b"], ["bg", "5", "1", "0"],
+                    ["a", "0", "2", "1"], ["b", "1", "1", "4"]]
+    aggregates = {(r["aggregate"], r["metric"]): r for r in csv.DictReader((tmp_path / "metrics_aggregates.csv").open())}
+    assert float(aggregates["micro_fg", "dice"]["value"]) == pytest.approx(2 / 3)
+    assert aggregates["macro_fg", "recall"]["n_classes"] == "2"
+    assert float(aggregates["pooled:a", "dice"]["value"]) == pytest.approx(4 / 7)
+    text = format_summary_table(summarize(per_case), metrics=("dice", "hd95"))
+    assert [line.split()[:2] for line in text.splitlines()[-3:-1]] == [["macro_fg", "0.554"], ["micro_fg", "0.667"]]
+
+
+def test_format_summary_table_reads_nulls_back_from_metrics_json(tmp_path):
+    per_case = [_case("c1", {"a": nan})]
+    write_tables(per_case, summarize(per_case), tmp_path)
+    summary = json.loads((tmp_path / "metrics.json").read_text())["summary"]
+    assert "n/a (1 undef.)" in format_summary_table(summary)
+
+
+# ---------------------------------------------------------------- ROC AUC
+
+
+def test_roc_auc_is_the_fraction_of_positive_negative_pairs_ranked_right():
+    # scikit-learn's documented example: 3 of the 4 pairs ordered correctly
+    assert roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+
+
+def test_roc_auc_counts_a_tied_pair_as_one_half():
+    # positives 0.5, 0.9 ; negatives 0.5, 0.2 : pairs 1/2 + 1 + 1 + 1
+    assert roc_auc(np.array([[0.5, 0.5], [0.2, 0.9]]), np.array([[1, 0], [0, 1]])) == pytest.approx(3.5 / 4)
+
+
+def test_roc_auc_scores_only_inside_the_roi():
+    prob, ref = np.array([0.9, 0.1, 0.8, 0.3]), np.array([0, 1, 1, 0])
+    assert roc_auc(prob, ref) == pytest.approx(1 / 4)  # positive 0.8 beats 0.3 only ; 0.1 beats none
+    assert roc_auc(prob, ref, roi=np.array([0, 1, 1, 1])) == pytest.approx(1 / 2)
+    assert roc_auc(prob, ref, roi=np.array([0, 0, 1, 1])) == 1.0  # the 0.9 negative is outside
+
+
+def test_roc_auc_is_undefined_when_the_counted_reference_has_one_class():
+    assert math.isnan(roc_auc([0.2, 0.7], [0, 0]))
+    assert math.isnan(roc_auc([0.2, 0.7, 0.4], [1, 1, 0], roi=[1, 1, 0]))
+
+
+def test_roc_auc_rejects_mismatched_shapes_and_nan_probabilities():
+    with pytest.raises(SeglabError, match=r"probability map shape \(3,\)"):
+        roc_auc([0.1, 0.2, 0.3], [0, 1])
+    with pytest.raises(SeglabError, match="NaN"):
+        roc_auc([0.1, nan], [0, 1])
+
+
+def test_roc_auc_cases_reports_each_case_their_mean_and_the_pooled_auc():
+    result = roc_auc_cases([([0.2, 0.8], [0, 1], None), ([0.9, 0.1], [0, 1], None), ([0.3, 0.6], [0, 0], None)])
+    assert result["per_case"][:2] == [1.0, 0.0] and math.isnan(result["per_case"][2])
+    assert (result["mean"], result["n"], result["undefined"]) == (0.5, 2, 1)
+    # pooled positives 0.8, 0.1 ; negatives 0.2, 0.9, 0.3, 0.6 : 0.8 beats 3, 0.1 beats none
+    assert result["pooled"] == pytest.approx(3 / 8)

@@ -1,0 +1,26 @@
+"""Segmentation metrics (overlap, surface distance, ROC AUC, confusion matrix), their summaries
+over cases, and their tables. See docs/metrics.md for each definition, source and empty-mask rule.
+"""
+
+from seglab.metrics.binary import (COUNT_METRICS, DEFAULT_NSD_TOLERANCE, METRICS, SURFACE_METRICS,
+                                   binary_metrics)
+from seglab.metrics.case import confusion_matrix, evaluate_case
+from seglab.metrics.roc import roc_auc, roc_auc_cases
+from seglab.metrics.summary import AGGREGATES, summarize
+from seglab.metrics.tables import format_summary_table, write_tables
+
+__all__ = [
+    "AGGREGATES",
+    "COUNT_METRICS",
+    "DEFAULT_NSD_TOLERANCE",
+    "METRICS",
+    "SURFACE_METRICS",
+    "binary_metrics",
+    "confusion_matrix",
+    "evaluate_case",
+    "format_summary_table",
+    "roc_auc",
+    "roc_auc_cases",
+    "summarize",
+    "write_tables",
+]
