@@ -150,3 +150,46 @@ def test_minutes_alone_let_the_clock_end_training() -> None:
                                             "epochs": compare.EPOCHS_UNDER_TIME_BUDGET}
     assert compare._budget(2, None, {"epochs": 5}) == {"time_budget_minutes": 2.0}
     assert compare._budget(None, 3, {}) == {"epochs": 3}
+
+
+def test_classical_methods_get_rows_beside_the_models_fitted_on_the_same_split(
+        png_dataset: Path, tmp_path: Path, test_models) -> None:
+    out = api.compare(png_dataset, ["tiny", "otsu", "watershed"], tmp_path / "cmp", epochs=1,
+                      overrides=TINY, progress=False)
+    comparison = _read(out)
+    split, rows = comparison["split"], {row["model"]: row for row in comparison["rows"]}
+    assert [row["status"] for row in rows.values()] == ["ok", "ok", "ok"], rows
+    for name in ("otsu", "watershed"):
+        row = rows[name]
+        assert row["dice_mean"] > 0.9 and row["test_cases"] == len(split["test"])
+        assert row["train_s"] > 0 and row["images_per_s"] > 0 and row["peak_ram_mb"] > 0
+        assert row["params_m"] is None and "epochs" not in row and row["device"] == "cpu"
+        assert "polarity=bright" in row["params"] and "mapping=[0, 1]" in row["params"]
+        assert row["fit_cases"] == 5 and row["fit_dice"] > 0.9
+        run = out / "runs" / name
+        assert json.loads((run / "split.json").read_text()) == split
+        assert json.loads((run / "plan.json").read_text())["model"] == {"name": name,
+                                                                        "classical": {}}
+        written = sorted(p.name for p in (run / "predictions" / "test").iterdir())
+        assert written == sorted(f"{case}.png" for case in split["test"])
+    assert "| otsu | ok |" in (out / "comparison.md").read_text()
+    csv_rows = {r["model"]: r for r in csv.DictReader(open(out / "comparison.csv"))}
+    assert csv_rows["otsu"]["settings"] == rows["otsu"]["params"]
+    assert not csv_rows["tiny"]["settings"]
+    assert "polarity=bright" in (out / "comparison.html").read_text()
+
+
+def test_classical_methods_take_3d_multi_class_data(nifti_dataset: Path, tmp_path: Path) -> None:
+    out = api.compare(nifti_dataset, ["multiotsu"], tmp_path / "3d", progress=False)
+    row = _read(out)["rows"][0]
+    assert row["status"] == "ok" and row["dice_mean"] > 0.8, row
+    assert "classes=3" in row["params"]
+
+
+def test_an_unknown_name_lists_the_classical_methods_too(png_dataset: Path, tmp_path: Path,
+                                                         capsys) -> None:
+    argv = ["compare", str(png_dataset), "--models", "otsu,nope", "--out", str(tmp_path / "c")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "model 'nope' is not registered" in err and err.count("\n") == 1
+    assert "; classical methods: adaptive, kmeans, li, multiotsu, otsu," in err

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from seglab import api
 from seglab.data.io import read_label
@@ -35,8 +36,12 @@ def test_training_writes_a_complete_run_whose_checkpoints_load_without_unpicklin
     run = api.train(png_dataset, tmp_path / "run", TINY_2D, progress=False)
     for name in ("plan.json", "fingerprint.json", "split.json", "run.json", "log.jsonl",
                  "checkpoints/last.pt", "checkpoints/best.pt", "evaluation/metrics.json",
-                 "evaluation/metrics_per_case.csv"):
+                 "evaluation/metrics_per_case.csv", "postprocessing.json"):
         assert (run.path / name).is_file(), name
+    choice = run.read_json("postprocessing.json")
+    assert choice["validation_dice_with"] >= choice["validation_dice_without"]
+    assert len(choice["tried"]) == 4
+    assert [t["op"] for t in choice["tried"] if t["kept"]] == [s["op"] for s in choice["steps"]]
     assert [r["epoch"] for r in run.log()] == [1, 2]
     state = torch.load(run.path / "checkpoints" / "last.pt", weights_only=True)
     assert state["progress"]["finished"] and state["progress"]["step"] == 6
@@ -57,6 +62,18 @@ def test_2d_prediction_has_the_input_size_and_the_datasets_values(
     assert set(np.unique(mask)) <= {0, 255}
     assert (tmp_path / "pred" / "odd_probs.npz").is_file()
     assert len(written) == 2 * 13
+
+
+def test_prediction_applies_the_post_processing_chosen_for_the_run(
+        png_dataset: Path, tmp_path: Path) -> None:
+    run = api.train(png_dataset, tmp_path / "run", TINY_2D, progress=False, evaluate=False)
+    noisy = tmp_path / "noisy.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48), dtype=np.uint8)).save(noisy)
+    raw = read_label(api.predict(run.path, [noisy], tmp_path / "raw")[0]) == 255
+    run.write_json("postprocessing.json", {"steps": [{"op": "largest_component", "class": 1}]})
+    kept = read_label(api.predict(run.path, [noisy], tmp_path / "kept")[0]) == 255
+    assert ndimage.label(kept, np.ones((3, 3)))[1] == min(1, ndimage.label(raw)[1])
+    assert not (kept & ~raw).any()
 
 
 def test_3d_prediction_as_nifti_has_the_input_shape_and_affine(

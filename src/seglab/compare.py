@@ -9,10 +9,15 @@ process, and tabulated side by side (accuracy on the test split, time, memory, s
 
 A model's process may raise, run out of memory or be killed: its row then states why, and the other
 models carry on. The tables are rewritten after every model, so they show the progress so far.
+
+Classical methods (`seglab.classical`) may be named beside the models: each is fitted on a few of
+the same training cases in its own process (the fitting time is its training time), scored on the
+same test split, timed the same way; its row's `params` holds the parameters it was fitted to.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import resource
@@ -26,7 +31,7 @@ from typing import Any
 
 import torch
 
-from seglab import __version__, models
+from seglab import __version__, classical, models
 from seglab.data.inspect import Fingerprint, inspect_dataset
 from seglab.data.io import write_text_atomic
 from seglab.data.layouts import Dataset, find_dataset
@@ -35,7 +40,7 @@ from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.evaluate import evaluate_run
 from seglab.infer import load_model, predict_case
-from seglab.plan import make_plan
+from seglab.plan import Plan, make_plan
 from seglab.report.compare_page import format_csv, format_markdown, render_html
 from seglab.run import Run
 from seglab.train.loop import train as train_run
@@ -88,10 +93,13 @@ def _check_names(names: list[str]) -> list[str]:
     if not names:
         raise SeglabError("--models: name at least one model, e.g. --models unet,fcn")
     for name in names:
+        if classical.is_method(name):
+            continue
         try:
             models.entry(name)
         except SeglabError as error:
-            raise SeglabError(f"--models: {error}")
+            methods = ", ".join(entry.name for entry in classical.available())
+            raise SeglabError(f"--models: {error}; classical methods: {methods}")
     return names
 
 
@@ -154,14 +162,13 @@ def _compare_one(name: str, path: Path, fingerprint: Fingerprint, split: dict[st
         return _row(name, path, done)
     if path.exists():
         shutil.rmtree(path)  # unfinished or failed earlier: trained afresh, measured afresh
-    entry = models.entry(name)
-    if fingerprint.dims not in entry.dims:
-        supported = " and ".join(f"{d}D" for d in entry.dims)
+    dims = (classical.entry(name) if classical.is_method(name) else models.entry(name)).dims
+    if fingerprint.dims not in dims:
+        supported = " and ".join(f"{d}D" for d in dims)
         return _row(name, None, {"status": "skipped",
                                  "reason": f"{supported} only; the data is {fingerprint.dims}D"})
     try:
-        plan = make_plan(fingerprint, {**settings["overrides"], "model.name": name,
-                                       "split.fixed": split})
+        plan = _plan(name, fingerprint, split, settings["overrides"])
     except SeglabError as error:
         return _row(name, None, {"status": "failed", "reason": str(error)})
     write_new_run(path, settings["data"], fingerprint, plan, split)
@@ -171,6 +178,17 @@ def _compare_one(name: str, path: Path, fingerprint: Fingerprint, split: dict[st
     if not measured:
         measured = {"status": "failed", "reason": _exit_reason(exitcode)}
     return _row(name, path, measured)
+
+
+def _plan(name: str, fingerprint: Fingerprint, split: dict[str, list[str]],
+          overrides: dict[str, Any]) -> Plan:
+    """A model's plan; a classical method's is the plan without the model overrides, its `model`
+    naming the method and its parameters (the method's own defaults, refined when fitted)."""
+    if not classical.is_method(name):
+        return make_plan(fingerprint, {**overrides, "model.name": name, "split.fixed": split})
+    common = {k: v for k, v in overrides.items() if k.split(".")[0] != "model"}
+    plan = make_plan(fingerprint, {**common, "split.fixed": split})
+    return dataclasses.replace(plan, model={"name": name, "classical": {}})
 
 
 def _run_in_child(path: Path, policy: tuple[str, str, str], progress: bool) -> int:
@@ -207,13 +225,28 @@ def _worker(path: str, policy: tuple[str, str, str], progress: bool) -> None:
     """In the model's own process: trains, evaluates, times inference, writes measurements.json."""
     run = Run(Path(path))
     try:
-        result = {"status": "ok", **_train_and_measure(run, policy, progress)}
+        result = {"status": "ok", **_measure(run, policy, progress)}
     except Exception as error:  # any failure is this model's row, not the comparison's end
         reason = str(error) if isinstance(error, SeglabError) else (
             f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
         result = {"status": "failed", "reason": reason[:300],
                   "traceback": traceback.format_exc()}
     run.write_json(MEASUREMENTS, result)
+
+
+def _measure(run: Run, choices: tuple[str, str, str], progress: bool) -> dict[str, Any]:
+    """A model trained and measured, or a classical method fitted and measured."""
+    if "classical" not in run.plan().model:
+        return _train_and_measure(run, choices, progress)
+    from seglab.classical.runs import fit_and_measure  # the methods' glue, only where needed
+
+    return {**fit_and_measure(run), "peak_ram_mb": _peak_ram_mb()}
+
+
+def _peak_ram_mb() -> float:
+    """This process's peak resident memory (not the parent's)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)
 
 
 def _train_and_measure(run: Run, choices: tuple[str, str, str], progress: bool) -> dict[str, Any]:
@@ -224,11 +257,9 @@ def _train_and_measure(run: Run, choices: tuple[str, str, str], progress: bool) 
     evaluate_run(run, policy)
     images_per_s, params = _inference_speed(run, policy)
     last = run.log()[-1]
-    # ru_maxrss: kilobytes on Linux, bytes on macOS; of this process only (not the parent's)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "train_s": last["elapsed_s"], "epochs": last["epoch"], "steps": last["step"],
-        "peak_ram_mb": round(peak / (2**20 if sys.platform == "darwin" else 1024), 1),
+        "peak_ram_mb": _peak_ram_mb(),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
         "params_m": round(params / 1e6, 6), "images_per_s": round(images_per_s, 3),
     }

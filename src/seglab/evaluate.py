@@ -13,14 +13,16 @@ from seglab.data.layouts import IGNORE_INDEX, Dataset, find_dataset
 from seglab.data.loading import load_case, map_label_values
 from seglab.device import Precision
 from seglab.errors import SeglabError
-from seglab.infer import load_model, output_value_map, predict_case
+from seglab.infer import load_model, output_value_map, postprocessing_steps, predict_case
 from seglab.metrics import evaluate_case, summarize, write_tables
+from seglab.report.run_page import write_report
 from seglab.run import Run
 from seglab.train.setup import open_dataset
 
 
 def evaluate_run(run: Run, precision: Precision | None = None) -> dict[str, Any]:
-    """Predicts the run's test split into RUN/predictions/test and scores it into RUN/evaluation."""
+    """Predicts the run's test split into RUN/predictions/test, scores it into RUN/evaluation, and
+    writes RUN/report.html."""
     plan = run.plan()
     test_ids = run.read_json("split.json")["test"]
     if not test_ids:
@@ -30,15 +32,17 @@ def evaluate_run(run: Run, precision: Precision | None = None) -> dict[str, Any]
     refs = {ref.case_id: ref for ref in dataset.cases}
     model = load_model(run, precision)
     value_map = output_value_map(plan)
+    steps = postprocessing_steps(run)
     per_case = []
     for case_id in test_ids:
         case = load_case(dataset, refs[case_id])
-        mask, _ = predict_case(model, case, plan, precision)
+        mask, _ = predict_case(model, case, plan, precision, steps)
         write_mask(mask, case, run.path / "predictions" / "test", value_map)
         scores = evaluate_case(mask, case.label, plan.classes, case.spacing, case.roi, IGNORE_INDEX)
         per_case.append({"case": case_id, **scores})
     summary = summarize(per_case)
     write_tables(per_case, summary, run.path / "evaluation")
+    write_report(run)
     return summary
 
 

@@ -4,21 +4,27 @@ mirroring test-time augmentation, and predictions written in the input's own for
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from seglab import models
+from seglab import models, postprocess
 from seglab.case import Case
 from seglab.data.io import IMAGE_SUFFIXES, read_image, suffix_of, write_mask, write_probabilities
-from seglab.data.loading import field_of_view
+from seglab.data.layouts import IGNORE_INDEX
+from seglab.data.loading import field_of_view, load_case
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.plan import Plan
 from seglab.preprocess import prepare_case, resize
 from seglab.run import Run, load_checkpoint
+from seglab.train.setup import open_dataset
+
+POSTPROCESSING_FILE = "postprocessing.json"
 
 
 def build_model(plan: Plan) -> torch.nn.Module:
@@ -65,16 +71,45 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, plan: Plan
     return (probs / (1 + len(mirror_axes)))[0].float().cpu()
 
 
-def predict_case(model: torch.nn.Module, case: Case, plan: Plan,
-                 precision: Precision) -> tuple[np.ndarray, np.ndarray]:
-    """(class-index mask, probabilities) in the case's own grid; outside the ROI is background."""
+def predict_case(model: torch.nn.Module, case: Case, plan: Plan, precision: Precision,
+                 steps: Sequence[dict[str, Any]] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(class-index mask, probabilities) in the case's own grid; outside the ROI is background;
+    the post-processing `steps` (see `seglab.postprocess`) applied to the mask."""
     prepared = prepare_case(case, plan)
     probs = sliding_window_predict(model, prepared.image, plan, precision).numpy()
     probs = resize(probs, case.shape, "linear")
     mask = probs.argmax(axis=0).astype(np.uint8)
     if case.roi is not None:
         mask[~case.roi] = 0
-    return mask, probs
+    return postprocess.apply(mask, steps), probs
+
+
+def postprocessing_steps(run: Run) -> list[dict[str, Any]]:
+    """The post-processing chosen for the run on its validation cases (none before the choice)."""
+    path = run.path / POSTPROCESSING_FILE
+    return run.read_json(POSTPROCESSING_FILE)["steps"] if path.is_file() else []
+
+
+def choose_postprocessing(run: Run, precision: Precision) -> dict[str, Any]:
+    """Predicts the validation cases with the best model and keeps the post-processing steps
+    that raise their Dice (`seglab.postprocess.choose`); writes RUN/postprocessing.json."""
+    plan = run.plan()
+    dataset = open_dataset(run)
+    refs = {ref.case_id: ref for ref in dataset.cases}
+    model = load_model(run, precision)
+    predictions, references, valid = [], [], []
+    for case_id in run.read_json("split.json")["val"]:
+        case = load_case(dataset, refs[case_id])
+        predictions.append(predict_case(model, case, plan, precision)[0])
+        references.append(case.label)
+        inside = case.label != IGNORE_INDEX
+        valid.append(inside if case.roi is None else inside & case.roi)
+    if predictions:
+        report = postprocess.choose(predictions, references, valid, plan.n_classes)
+    else:
+        report = {"steps": [], "reason": "no validation cases to choose on"}
+    run.write_json(POSTPROCESSING_FILE, report)
+    return report
 
 
 def output_value_map(plan: Plan) -> dict[int, int] | None:
@@ -130,7 +165,8 @@ def predict_files(run: Run, inputs: list[str | Path], out: Path, probabilities: 
     precision = precision or Precision.choose()
     plan = with_tta(run.plan(), tta, precision.device)
     cases = read_inputs(inputs, plan)
-    return write_predictions(load_model(run, precision), plan, cases, out, probabilities, precision)
+    return write_predictions(load_model(run, precision), plan, cases, out, probabilities, precision,
+                             postprocessing_steps(run))
 
 
 def read_inputs(inputs: list[str | Path], plan: Plan) -> list[Case]:
@@ -144,7 +180,8 @@ def read_inputs(inputs: list[str | Path], plan: Plan) -> list[Case]:
 
 
 def write_predictions(model: torch.nn.Module, plan: Plan, cases: list[Case], out: Path,
-                      probabilities: bool, precision: Precision) -> list[Path]:
+                      probabilities: bool, precision: Precision,
+                      steps: Sequence[dict[str, Any]] = ()) -> list[Path]:
     """Predicts each case with `model` (PyTorch, or the ONNX adapter of `seglab.export`) and
     writes its mask (and probabilities) in the case's own format and geometry."""
     value_map = output_value_map(plan)
@@ -153,7 +190,7 @@ def write_predictions(model: torch.nn.Module, plan: Plan, cases: list[Case], out
     for case in cases:
         if plan.roi_rule == "auto":
             case.roi = field_of_view(case.image)
-        mask, probs = predict_case(model, case, plan, precision)
+        mask, probs = predict_case(model, case, plan, precision, steps)
         written.append(write_mask(mask, case, out, value_map))
         if probabilities:
             written.append(write_probabilities(probs.astype(np.float32), case, out))

@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 METRIC_COLUMNS = ("dice", "iou", "pixel_accuracy", "precision", "recall", "f1")
 CSV_COLUMNS = ("model", "status", *(f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "std")),
                "test_cases", "train_s", "epochs", "steps", "peak_ram_mb", "peak_gpu_mb",
-               "params_m", "images_per_s", "device", "compute_precision", "reason", "run")
+               "params_m", "images_per_s", "device", "compute_precision", "settings", "reason",
+               "run")
 # (key, chart title, key of the error bar)
 CHARTS = (("dice_mean", "Dice (test, mean ± std)", "dice_std"),
           ("iou_mean", "IoU (test, mean ± std)", "iou_std"),
@@ -48,6 +49,11 @@ def _params(row: dict) -> str:
     return "" if value is None else f"{value:.2f}" if value >= 1 else f"{value:.2g}"
 
 
+def _settings(row: dict) -> str:
+    """A classical method's parameters (fitted or given), e.g. `channel=1, polarity=dark`."""
+    return row.get("params") or ""
+
+
 def _device(row: dict) -> str:
     return " ".join(str(row[k]) for k in ("device", "compute_precision") if row.get(k))
 
@@ -63,7 +69,7 @@ COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("train (s)", _number("train_s", 1)), ("epochs / steps", _budget),
     ("peak RAM (MB)", _number("peak_ram_mb", 0)), ("peak GPU (MB)", _number("peak_gpu_mb", 0)),
     ("params (M)", _params), ("images/s", _number("images_per_s", 2)),
-    ("device", _device))
+    ("device", _device), ("settings", _settings))
 LEGEND = ("Metrics: mean ± std over the {test} test cases of the mean over the foreground "
           "classes. train (s): time in the training loop (validation excluded); epochs / steps done; peak "
           "RAM: the resident memory of the model's own process; images/s: test images (volumes) "
@@ -86,7 +92,7 @@ def format_csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**row, "settings": _settings(row)} for row in rows)
     return buffer.getvalue()
 
 

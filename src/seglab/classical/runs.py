@@ -1,0 +1,132 @@
+"""Classical methods where the models go: `seglab predict --method` (masks written by the same
+writer as a model's) and a `seglab compare` row (fitted on the run's training cases, scored on its
+test split with the same metrics)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seglab.case import Case
+from seglab.classical import create
+from seglab.classical.base import Segmenter
+from seglab.classical.fit import Fitted, fit_method, spread
+from seglab.data.inspect import inspect_dataset
+from seglab.data.io import read_image, write_mask, write_text_atomic
+from seglab.data.layouts import IGNORE_INDEX, Dataset, find_dataset
+from seglab.data.loading import field_of_view, load_case
+from seglab.errors import SeglabError
+from seglab.infer import expand_inputs, output_value_map, read_inputs
+from seglab.metrics import evaluate_case, summarize, write_tables
+from seglab.plan import Plan, make_plan
+from seglab.run import Run
+from seglab.train.setup import open_dataset, planned_split
+
+FIT_CASES = 5  # labelled training images a method is fitted on, at most
+RECORD = "method.json"  # written beside the masks of `seglab predict --method`
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """`--set name=value` pairs; a value is read as JSON when it parses (31, 0.02, [[4, 5]]),
+    else kept as text (dark)."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip():
+            raise SeglabError(f"--set {pair!r}: expected a method parameter as name=value, "
+                              "e.g. --set channel=1")
+        try:
+            params[name.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            params[name.strip()] = text
+    return params
+
+
+def _load(dataset: Dataset, ids: list[str]) -> list[Case]:
+    refs = {ref.case_id: ref for ref in dataset.cases}
+    return [load_case(dataset, refs[case_id]) for case_id in ids]
+
+
+def fit_on_split(segmenter: Segmenter, dataset: Dataset, split: dict[str, list[str]],
+                 classes: int) -> tuple[Fitted, float]:
+    """The method fitted on a few of the split's training (and validation) cases, and the
+    seconds the fitting took (reading the images excluded)."""
+    count = min(FIT_CASES, segmenter.fit_cases or FIT_CASES)
+    cases = _load(dataset, spread(split["train"] + split["val"], count))
+    started = time.perf_counter()
+    fitted = fit_method(segmenter, cases, classes, count)
+    return fitted, time.perf_counter() - started
+
+
+def predict_with_method(method: str, params: dict[str, Any] | None, inputs: list[str | Path],
+                        out: Path, data: str | Path | None = None) -> list[Path]:
+    """Masks of `inputs` by a classical method, in the inputs' own format, into `out`, plus
+    OUT/method.json with the parameters used. With `data`, the method is first fitted on the
+    training cases of that dataset's planned split, and the dataset's classes, stored label values
+    and field-of-view rule apply to the masks."""
+    segmenter, plan, record = create(method, **(params or {})), None, {"method": method}
+    if data is not None:
+        dataset = find_dataset(data)
+        plan = make_plan(inspect_dataset(dataset))
+        fitted, _ = fit_on_split(segmenter, dataset, planned_split(dataset, plan), plan.n_classes)
+        segmenter = fitted.segmenter
+        record.update(fitted_on=str(Path(data).resolve()), fit_cases=fitted.cases,
+                      fit_dice=round(fitted.dice, 4))
+    cases = read_inputs(inputs, plan) if plan else [read_image(p) for p in expand_inputs(inputs)]
+    value_map = output_value_map(plan) if plan else None
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for case in cases:
+        if plan is not None and plan.roi_rule == "auto":
+            case.roi = field_of_view(case.image)
+        written.append(write_mask(_segment(segmenter, case), case, out, value_map))
+    record["params"] = segmenter.values | {"mapping": segmenter.mapping()}
+    write_text_atomic(out / RECORD, json.dumps(record, indent=2) + "\n")
+    return written
+
+
+def _segment(segmenter: Segmenter, case: Case) -> np.ndarray:
+    try:
+        return segmenter.segment(case.image, case.roi)
+    except SeglabError as error:
+        raise SeglabError(f"{case.meta.get('path', case.case_id)}: {error}")
+
+
+def evaluate_cases(segmenter: Segmenter, cases: list[Case], plan: Plan, run: Run) -> dict:
+    """As `seglab.evaluate.evaluate_run` does for a model: the masks into RUN/predictions/test,
+    the metrics into RUN/evaluation."""
+    value_map = output_value_map(plan)
+    per_case = []
+    for case in cases:
+        mask = _segment(segmenter, case)
+        write_mask(mask, case, run.path / "predictions" / "test", value_map)
+        scores = evaluate_case(mask, case.label, plan.classes, case.spacing, case.roi, IGNORE_INDEX)
+        per_case.append({"case": case.case_id, **scores})
+    summary = summarize(per_case)
+    write_tables(per_case, summary, run.path / "evaluation")
+    return summary
+
+
+def fit_and_measure(run: Run) -> dict[str, Any]:
+    """A classical method's `seglab compare` row: fitted on the run's training cases (the fitting
+    time stands for the training time), evaluated on its test split, and timed over the test
+    images in memory (after the evaluation, which served as the warm-up)."""
+    plan = run.plan()
+    split = run.read_json("split.json")
+    dataset = open_dataset(run)
+    segmenter = create(plan.model["name"], **plan.model["classical"])
+    fitted, fit_s = fit_on_split(segmenter, dataset, split, plan.n_classes)
+    tests = _load(dataset, split["test"])
+    evaluate_cases(fitted.segmenter, tests, plan, run)
+    started = time.perf_counter()
+    for case in tests:
+        fitted.segmenter.segment(case.image, case.roi)
+    images_per_s = len(tests) / (time.perf_counter() - started)
+    run.write_json("run.json", {**run.read_json("run.json"), "device": "cpu"})
+    return {"train_s": round(fit_s, 3), "fit_cases": fitted.cases,
+            "fit_dice": round(fitted.dice, 4), "params_m": None, "peak_gpu_mb": None,
+            "images_per_s": round(images_per_s, 3), "params": fitted.segmenter.describe()}

@@ -1,0 +1,129 @@
+"""Classical post-processing of class masks, and its choice on the validation cases.
+
+The operations are scikit-image's and SciPy's; this module chooses among them the way nnU-Net
+does: an operation is kept only when it raises the mean validation Dice, so a run that would be
+hurt by, say, keeping the largest component (vessels, cells) does not get it. The choice is
+written to `RUN/postprocessing.json` with every score that led to it, and prediction and
+evaluation apply it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from skimage import morphology, segmentation
+
+from seglab.errors import SeglabError
+
+MIN_GAIN = 1e-4  # a Dice gain below this is noise, not a reason to change the masks
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Only the largest connected component (full connectivity) of a binary mask."""
+    labels, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
+    if count <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())[1:]
+    return labels == 1 + int(np.argmax(sizes))
+
+
+def remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:
+    """The binary mask without its connected components smaller than `min_size` pixels."""
+    return morphology.remove_small_objects(mask.astype(bool), max_size=min_size - 1,
+                                           connectivity=mask.ndim)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Background regions enclosed by the mask become mask."""
+    return ndimage.binary_fill_holes(mask)
+
+
+def split_touching(mask: np.ndarray, min_distance: int = 3) -> np.ndarray:
+    """Separates touching round objects (cells, nuclei) with one-pixel background lines: a
+    watershed of the distance transform from its local maxima, restricted to the mask."""
+    distance = ndimage.distance_transform_edt(mask)
+    markers, _ = ndimage.label(_peaks(distance, min_distance) & mask)
+    lines = segmentation.watershed(-distance, markers, mask=mask, watershed_line=True)
+    return lines > 0
+
+
+def _peaks(distance: np.ndarray, min_distance: int) -> np.ndarray:
+    footprint = np.ones((2 * min_distance + 1,) * distance.ndim)
+    return (distance == ndimage.maximum_filter(distance, footprint=footprint)) & (distance > 0)
+
+
+OPERATIONS: dict[str, Callable[..., np.ndarray]] = {
+    "largest_component": largest_component, "remove_small": remove_small,
+    "fill_holes": fill_holes, "split_touching": split_touching}
+
+
+def apply(mask: np.ndarray, steps: Sequence[dict[str, Any]]) -> np.ndarray:
+    """`mask` (class indices) with each step applied to its class: pixels a step removes become
+    background; pixels it adds take the class (only where they were background)."""
+    out = mask.copy()
+    for step in steps:
+        if step["op"] not in OPERATIONS:
+            raise SeglabError(f"post-processing {step['op']!r}: expected one of "
+                              f"{', '.join(OPERATIONS)}")
+        k = step["class"]
+        binary = out == k
+        options = {key: v for key, v in step.items() if key not in ("op", "class")}
+        kept = OPERATIONS[step["op"]](binary, **options)
+        out[binary & ~kept] = 0
+        out[kept & (out == 0)] = k
+    return out
+
+
+def candidates(references: Sequence[np.ndarray], n_classes: int) -> list[dict[str, Any]]:
+    """The steps worth trying for each foreground class; `remove_small` drops objects under half
+    the 5th percentile of the reference objects' sizes."""
+    steps: list[dict[str, Any]] = []
+    for k in range(1, n_classes):
+        sizes = [s for ref in references for s in _component_sizes(ref == k)]
+        steps.append({"op": "largest_component", "class": k})
+        if sizes:
+            steps.append({"op": "remove_small", "class": k,
+                          "min_size": max(2, int(0.5 * np.percentile(sizes, 5)))})
+        steps.append({"op": "fill_holes", "class": k})
+        steps.append({"op": "split_touching", "class": k})
+    return steps
+
+
+def _component_sizes(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
+    return np.bincount(labels.ravel())[1:] if count else np.zeros(0, int)
+
+
+def mean_dice(predictions: Sequence[np.ndarray], references: Sequence[np.ndarray],
+              valid: Sequence[np.ndarray | None], n_classes: int) -> float:
+    """Mean over cases and foreground classes of Dice (1 when both are empty), inside `valid`."""
+    scores = []
+    for pred, ref, inside in zip(predictions, references, valid):
+        inside = np.ones(ref.shape, bool) if inside is None else inside
+        for k in range(1, n_classes):
+            p, r = (pred == k) & inside, (ref == k) & inside
+            total = p.sum() + r.sum()
+            scores.append(1.0 if total == 0 else 2 * (p & r).sum() / total)
+    return float(np.mean(scores))
+
+
+def choose(predictions: Sequence[np.ndarray], references: Sequence[np.ndarray],
+           valid: Sequence[np.ndarray | None], n_classes: int) -> dict[str, Any]:
+    """Greedy choice on validation cases: each candidate is tried on top of those kept so far and
+    kept when it raises the mean Dice by at least MIN_GAIN. Returns the steps and the scores."""
+    current = list(predictions)
+    best = mean_dice(current, references, valid, n_classes)
+    report: dict[str, Any] = {"steps": [], "validation_dice_without": best, "tried": []}
+    for step in candidates(references, n_classes):
+        trial = [apply(p, [step]) for p in current]
+        score = mean_dice(trial, references, valid, n_classes)
+        kept = score >= best + MIN_GAIN
+        report["tried"].append({**step, "validation_dice": score, "kept": kept})
+        if kept:
+            current, best = trial, score
+            report["steps"].append(step)
+    report["validation_dice_with"] = best
+    return report

@@ -1,0 +1,232 @@
+"""`seglab report RUN`: one self-contained HTML page about a run that works offline (no CDN, no
+external files; figures embedded as base64 PNG, a few lines of inline script to sort the
+per-case table). It shows whatever the run has so far: a run without evaluation gets its data,
+plan and learning curves, and a note saying that the test split has not been scored yet."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seglab import __version__
+from seglab.data.io import write_text_atomic
+from seglab.errors import SeglabError
+from seglab.report import run_data
+from seglab.report.run_data import Column
+from seglab.report.run_figures import box_plots, learning_curves, overlay_2d, overlay_3d
+from seglab.report.run_tables import case_table, fmt, pairs_table, summary_tables
+from seglab.run import Run
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1400px; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f3f3f3; }
+table.pairs th, table.pairs td { text-align: left; white-space: normal; }
+caption { caption-side: top; text-align: left; color: #555; padding: 2px 0; }
+table.sortable th { cursor: pointer; user-select: none; }
+table.sortable th[data-order="asc"]::after { content: " \\25B2"; }
+table.sortable th[data-order="desc"]::after { content: " \\25BC"; }
+.scroll { overflow-x: auto; }
+.note { color: #8a5a00; }
+small { color: #777; }
+img { max-width: 100%; }
+nav a { margin-right: 1em; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; }
+"""
+# Errors go into the page (data-js-errors) so that a headless browser can check them.
+HEAD_SCRIPT = """window.onerror = function (message) {
+  var root = document.documentElement;
+  root.dataset.jsErrors = (root.dataset.jsErrors || "") + message + "\\n";
+};"""
+# Sorts a table.sortable by the clicked header: numbers by data-value, n/a last either way.
+SORT_SCRIPT = """function cellKey(row, column) {
+  var cell = row.cells[column], value = cell.dataset.value;
+  if (value === undefined) return cell.textContent;
+  return value === "" ? null : parseFloat(value);
+}
+function sortTable(table, column, header) {
+  var ascending = header.dataset.order !== "asc";
+  table.querySelectorAll("th").forEach(function (th) { delete th.dataset.order; });
+  header.dataset.order = ascending ? "asc" : "desc";
+  var body = table.tBodies[0], rows = Array.from(body.rows);
+  rows.sort(function (a, b) {
+    var x = cellKey(a, column), y = cellKey(b, column);
+    if (x === null || y === null) return (x === null) - (y === null);
+    return (x < y ? -1 : x > y ? 1 : 0) * (ascending ? 1 : -1);
+  });
+  rows.forEach(function (row) { body.appendChild(row); });
+}
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  Array.from(table.tHead.rows[0].cells).forEach(function (header, column) {
+    header.addEventListener("click", function () { sortTable(table, column, header); });
+  });
+});
+document.documentElement.dataset.reportReady = "1";"""
+
+
+def write_report(run: Run, out: Path | None = None) -> Path:
+    """Writes the run's report (default RUN/report.html) atomically; returns its path."""
+    out = Path(out) if out else run.path / "report.html"
+    write_text_atomic(out, render_report(run))
+    return out
+
+
+def render_report(run: Run) -> str:
+    """The page: data, plan, training, and the evaluation when there is one."""
+    plan = run.read_json("plan.json")
+    sections = [("data", "Dataset", _dataset(run)), ("plan", "Plan", _plan(plan)),
+                ("training", "Training", _training(run.log()))]
+    sections += _evaluation(run, plan)
+    nav = "".join(f'<a href="#{key}">{title}</a>' for key, title, _ in sections)
+    body = "".join(f'<section id="{key}"><h2>{title}</h2>{content}</section>'
+                   for key, title, content in sections)
+    name = html.escape(run.path.resolve().name)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>seglab run {name}</title>
+<style>{STYLE}</style><script>{HEAD_SCRIPT}</script></head><body>
+<h1>Run {name}</h1>
+<p>{_run_line(run)}</p>
+<nav>{nav}</nav>
+{body}
+<script>{SORT_SCRIPT}</script>
+</body></html>
+"""
+
+
+def _run_line(run: Run) -> str:
+    info = run_data.optional_json(run, "run.json") or {}
+    parts = [f"{k}: {v}" for k, v in info.items() if isinstance(v, (str, int, float))]
+    created = datetime.now().astimezone().isoformat(timespec="seconds")
+    return html.escape(f"{run.path.resolve()} · {'; '.join(parts)} · report by seglab "
+                       f"{__version__}, {created}")
+
+
+def _dataset(run: Run) -> str:
+    fp = run_data.optional_json(run, "fingerprint.json")
+    if fp is None:
+        return '<p class="note">The run has no fingerprint.json.</p>'
+    shapes, spacings = np.array(fp["shapes"]), np.array(fp["spacings"], dtype=float)
+    total = max(sum(fp["class_voxels"]), 1)
+    classes = ", ".join(f"{k} {name} ({100 * n / total:.2f}%)" for k, (name, n)
+                        in enumerate(zip(fp["classes"], fp["class_voxels"])))
+    rows = [("name", fp["name"]), ("layout", f"{fp['layout']}: {fp['source']}"),
+            ("dimensions", f"{fp['dims']}D, {fp['channels']} channel(s)"),
+            ("modality", fp["modality"]),
+            ("cases", f"{fp['n_cases']} labelled, {fp['n_unlabeled']} unlabelled"),
+            ("classes (share of voxels)", classes)]
+    for label, values, digits in (("size", shapes, 0), ("spacing", spacings, 4)):
+        rows.append((f"{label} min / median / max", " / ".join(
+            "x".join(f"{v:.{digits}f}" for v in row)
+            for row in (values.min(0), np.median(values, 0), values.max(0)))))
+    split = run_data.optional_json(run, "split.json") or {}
+    rows.append(("split", ", ".join(f"{len(ids)} {k}" for k, ids in split.items())))
+    rows += [("note", note) for note in fp.get("notes", [])]
+    return pairs_table(rows)
+
+
+def _plan(plan: dict[str, Any]) -> str:
+    model = plan.get("model", {})
+    rows = [("model", f"{model.get('name', '?')}, widths {fmt(model.get('widths', []))}"),
+            ("dimensions", plan.get("dims")), ("classes", ", ".join(plan.get("classes", []))),
+            ("patch size", plan.get("patch_size")), ("batch size", plan.get("batch_size")),
+            ("epochs x iterations", f"{plan.get('epochs')} x {plan.get('iterations_per_epoch')}"),
+            ("time budget (minutes)", plan.get("time_budget_minutes") or "none"),
+            ("target spacing", plan.get("target_spacing") or "as stored"),
+            ("normalization", json.dumps(plan.get("normalization"))),
+            ("loss", json.dumps(plan.get("loss"))),
+            ("optimizer", json.dumps(plan.get("optimizer"))),
+            ("foreground oversampling", plan.get("foreground_oversampling")),
+            ("seed", plan.get("seed"))]
+    full = html.escape(json.dumps(plan, indent=2))
+    return (f"{pairs_table(rows)}<details><summary>The full plan (plan.json)</summary>"
+            f"<pre>{full}</pre></details>")
+
+
+def _training(log: list[dict[str, Any]]) -> str:
+    if not log:
+        return '<p class="note">No epoch logged yet (log.jsonl is empty or missing).</p>'
+    scored = [r for r in log if isinstance(r.get("mean_dice"), (int, float))
+              and not math.isnan(r["mean_dice"])]
+    best = max(scored, key=lambda r: r["mean_dice"]) if scored else None
+    text = f"{len(log)} epoch(s), {log[-1].get('step', '?')} steps, " \
+           f"{fmt(log[-1].get('elapsed_s'))} s of training"
+    if best:
+        text += f"; best validation Dice {best['mean_dice']:.4f} at epoch {best.get('epoch')}"
+    return (f"<p>{html.escape(text)}.</p>"
+            f'<img alt="learning curves" src="data:image/png;base64,{learning_curves(log)}">')
+
+
+def _evaluation(run: Run, plan: dict[str, Any]) -> list[tuple[str, str, str]]:
+    metrics = run_data.optional_json(run, "evaluation/metrics.json")
+    if metrics is None:
+        split = run_data.optional_json(run, "split.json") or {}
+        why = ("the run's split has no test cases" if split.get("test") == [] else
+               "the test split has not been scored yet (run `seglab evaluate RUN`)")
+        return [("evaluation", "Evaluation", f'<p class="note">No evaluation yet: {why}.</p>')]
+    per_case, summary = metrics.get("per_case", []), metrics.get("summary", {})
+    if not per_case:
+        raise SeglabError(f"{run.path / 'evaluation' / 'metrics.json'}: no per-case metrics")
+    parts = run_data.split_summary(summary)
+    rows = [run_data.case_values(case, parts.settings) for case in per_case]
+    return [("metrics", "Metrics per class", summary_tables(summary, parts)),
+            ("cases", "Per-case metrics", case_table(per_case, rows)),
+            ("boxes", "Per-case distributions", _boxes(rows)),
+            ("overlays", "Best, median and worst test case", _overlays(run, plan, per_case))]
+
+
+def _boxes(rows: list[dict[Column, float | None]]) -> str:
+    values: dict[str, dict[str, list[float]]] = {}
+    for column in run_data.per_case_columns(rows):
+        name, metric = column
+        defined = [row[column] for row in rows if row.get(column) is not None]
+        if defined and column != run_data.RANKING:
+            values.setdefault(metric, {})[name or "whole case"] = defined
+    if not values:
+        return '<p class="note">No defined per-case value to plot.</p>'
+    return (f'<img alt="box plots of the per-case metrics" '
+            f'src="data:image/png;base64,{box_plots(values)}">')
+
+
+def _overlays(run: Run, plan: dict[str, Any], per_case: list[dict[str, Any]]) -> str:
+    """The best, median and worst case by mean Dice, read back from the dataset and the run's
+    predictions/test; a case that cannot be read says why instead."""
+    from seglab.infer import output_value_map  # torch only where the page needs the dataset
+    from seglab.plan import Plan
+    from seglab.train.setup import open_dataset
+
+    ranked = run_data.ranked_cases(per_case)
+    if not ranked:
+        return '<p class="note">No case has a defined Dice to rank by.</p>'
+    try:
+        dataset = open_dataset(run)
+    except SeglabError as error:
+        return f'<p class="note">The dataset cannot be read: {html.escape(str(error))}</p>'
+    refs = {ref.case_id: ref for ref in dataset.cases}
+    predictions = run_data.prediction_files(run.path / "predictions" / "test")
+    value_map = output_value_map(Plan.from_dict(plan))
+    parts = []
+    for label, case_id, dice in ranked:
+        title = f"{label}: {case_id} (mean Dice {dice:.4f})"
+        try:
+            if case_id not in refs:
+                raise SeglabError(f"{dataset.source}: case {case_id!r} is gone")
+            case = run_data.load_shown(dataset, refs[case_id], predictions, value_map)
+        except SeglabError as error:
+            parts.append(f'<h3>{html.escape(title)}</h3>'
+                         f'<p class="note">{html.escape(str(error))}</p>')
+            continue
+        if case.label.ndim == 3:
+            image, where = overlay_3d(case, plan["classes"])
+        else:
+            image, where = overlay_2d(case, plan["classes"]), ""
+        parts.append(f'<h3>{html.escape(title)}</h3><p>{html.escape(where)}</p>'
+                     f'<img alt="{html.escape(title)}" src="data:image/png;base64,{image}">')
+    return "".join(parts)
