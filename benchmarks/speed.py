@@ -142,7 +142,8 @@ def infer(model: nn.Module, x: torch.Tensor, policy: Precision | None = None) ->
     memory layout."""
     model.eval()
     autocast = policy.autocast if policy else contextlib.nullcontext
-    layout = policy.memory_format if policy else (lambda tensor: tensor)
+    def layout(tensor: torch.Tensor) -> torch.Tensor:
+        return policy.memory_format(tensor, model) if policy else tensor
 
     def run() -> torch.Tensor:
         with torch.inference_mode(), autocast():

@@ -90,3 +90,19 @@ def test_compiled_model_matches_eager_and_keeps_its_state_dict_keys(capsys) -> N
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert set(model.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert "warning" not in capsys.readouterr().err  # compiled, not fallen back
+
+
+def test_fp32_models_with_instance_norm_stay_nchw_and_their_inputs_follow() -> None:
+    policy = Precision.choose("cpu", "fp32", "off")
+    image = torch.zeros(1, 1, 8, 8)
+    plain = policy.prepare_model(_tiny())
+    normed = policy.prepare_model(torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3),
+                                                      torch.nn.InstanceNorm2d(4)))
+    assert plain[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert policy.memory_format(image, plain).is_contiguous(memory_format=torch.channels_last)
+    assert normed[0].weight.is_contiguous()
+    assert not policy.memory_format(torch.zeros(1, 2, 8, 8), normed).is_contiguous(
+        memory_format=torch.channels_last)
+    bf16 = Precision.choose("cpu", "bf16", "off").prepare_model(
+        torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.InstanceNorm2d(4)))
+    assert bf16[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -12,7 +12,8 @@ from seglab.data.layouts import find_dataset
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.evaluate import evaluate_folders, evaluate_run
-from seglab.infer import predict_files
+from seglab.infer import choose_postprocessing, predict_files
+from seglab.report.run_page import write_report
 from seglab.run import Run
 from seglab.train.distributed import Distributed
 from seglab.train.loop import train as train_run
@@ -41,7 +42,8 @@ def train(data: str | Path | None, out: str | Path, overrides: dict[str, Any] | 
           resume: bool = False, device: str = "auto", precision: str = "auto",
           progress: bool = True, evaluate: bool = True, compile: str = "auto") -> Run:
     """Plans and trains a new run in `out` (or continues it with resume=True), then evaluates its
-    test split. device, precision and compile override the machine's policy (`seglab.device`)."""
+    test split and writes RUN/report.html. device, precision and compile override the machine's
+    policy (`seglab.device`)."""
     dist = Distributed.from_environment()  # before the policy: it picks this rank's GPU
     policy = Precision.choose(device, precision, compile)
     if not resume and dist.is_main:
@@ -49,20 +51,42 @@ def train(data: str | Path | None, out: str | Path, overrides: dict[str, Any] | 
     dist.barrier()
     run = Run.open(out)
     train_run(run, policy, progress and dist.is_main, overrides if resume else None)
-    if evaluate and dist.is_main and run.read_json("split.json")["test"]:
-        evaluate_run(run, policy)
+    if dist.is_main:
+        choose_postprocessing(run, policy)
+        if evaluate and run.read_json("split.json")["test"]:
+            evaluate_run(run, policy)  # which ends with the report
+        else:
+            write_report(run)
     dist.shutdown()
     return run
 
 
-def predict(run: str | Path, inputs: list[str | Path], out: str | Path,
+def predict(run: str | Path | None, inputs: list[str | Path], out: str | Path,
             probabilities: bool = False, device: str = "auto",
             precision: str = "auto", backend: str = "torch",
-            compile: str = "auto", tta: str = "auto") -> list[Path]:
+            compile: str = "auto", tta: str = "auto", method: str | None = None,
+            params: dict[str, Any] | None = None, fit: str | Path | None = None) -> list[Path]:
     """Predicts masks for images/volumes (files or folders) in their own format and geometry.
 
     backend="onnx" runs an exported model with ONNX Runtime: `run` is then the .onnx file (the run
-    folder is not needed) or a run folder with export/model.onnx."""
+    folder is not needed) or a run folder with export/model.onnx.
+
+    method= names a classical segmenter (`seglab.classical`) instead of a run (run=None), with its
+    `params`; fit= a labelled dataset whose training cases fit its polarity, level -> class map,
+    channel and unset parameters by Dice, and whose classes, label values and field of view then
+    apply. The masks are written by the same writer, with OUT/method.json (the parameters)."""
+    if method is None and (params or fit is not None):
+        raise SeglabError("--set/--fit: only with a classical --method (a run has its plan)")
+    if method is not None:
+        if run is not None:
+            raise SeglabError(f"--method {method}: segments without a run; {run} was given too")
+        if probabilities:
+            raise SeglabError(f"--method {method}: gives masks only, no --probabilities")
+        from seglab.classical.runs import predict_with_method  # skimage only when asked for
+
+        return predict_with_method(method, params, inputs, Path(out), fit)
+    if run is None:
+        raise SeglabError("predict: give a run folder (or a classical --method)")
     if backend == "onnx":
         from seglab.export import predict_onnx  # onnxruntime only when asked for
 
@@ -78,14 +102,20 @@ def predict(run: str | Path, inputs: list[str | Path], out: str | Path,
                          Precision.choose(device, precision, compile), tta)
 
 
-def export(run: str | Path, out: str | Path | None = None, format: str = "onnx") -> Exported:
+def export(run: str | Path, out: str | Path | None = None, format: str = "onnx",
+           quantize: str | None = None) -> Exported:
     """Exports the run's best model (default: RUN/export/model.onnx) with the plan in its metadata,
-    after checking ONNX Runtime's output against PyTorch's on a random patch."""
-    from seglab.export import export_onnx  # onnx only when exporting
+    after checking ONNX Runtime's output against PyTorch's on a random patch.
+
+    quantize="int8" also writes a statically quantised copy beside it (model.int8.onnx) and
+    measures it against the fp32 model on the run's validation cases: `Exported.quantization`
+    (also in the int8 file's metadata) has both mean Dice, their agreement and images/s."""
+    from seglab.export import check_quantize, export_onnx  # onnx only when exporting
 
     if format != "onnx":
         raise SeglabError(f"--format {format}: the only export format is onnx")
-    return export_onnx(Run.open(run), Path(out) if out else None)
+    check_quantize(quantize)
+    return export_onnx(Run.open(run), Path(out) if out else None, quantize)
 
 
 def evaluate(pred: str | Path, reference: str | Path, out: str | Path,
@@ -102,13 +132,19 @@ def compare(data: str | Path, models: list[str] | str, out: str | Path,
             compile: str = "auto") -> Path:
     """Trains each model (a list, or names separated by commas) on the same split with the same
     budget, each in its own process, evaluates them on the same test split, and writes the
-    comparison tables and page into `out`; returns `out`. resume=True keeps the finished runs of
+    comparison tables and page into `out`; returns `out`. Classical methods (`seglab.classical`)
+    may be named among the models: they are fitted on the training cases instead of trained. resume=True keeps the finished runs of
     an earlier comparison in `out` (same settings) and trains the others."""
     from seglab.compare import compare_models  # matplotlib only when comparing
 
     names = models.split(",") if isinstance(models, str) else list(models)
     return compare_models(data, names, out, minutes, epochs, overrides, device, precision,
                           progress, resume, compile)
+
+
+def report(run: str | Path, out: str | Path | None = None) -> Path:
+    """Writes the run's self-contained HTML report (default RUN/report.html); returns its path."""
+    return write_report(Run.open(run), Path(out) if out else None)
 
 
 def demo(out: str | Path, seed: int = 0, progress: bool = True,

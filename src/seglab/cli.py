@@ -50,9 +50,22 @@ def _parser() -> argparse.ArgumentParser:
     _device_options(train)
     train.set_defaults(handler=_train)
 
-    predict = commands.add_parser("predict", help="predict masks with a trained run")
-    predict.add_argument("run", help="run folder (with --backend onnx: or an exported .onnx file)")
-    predict.add_argument("inputs", nargs="+", help="image files, volumes, folders")
+    predict = commands.add_parser(
+        "predict", help="predict masks with a trained run, or with a classical --method")
+    predict.add_argument("run", help="run folder (with --backend onnx: or an exported .onnx "
+                                     "file); with --method, the first input")
+    predict.add_argument("inputs", nargs="*", help="image files, volumes, folders")
+    predict.add_argument("--method", help="segment with a classical method instead of a run: "
+                                          "otsu, multiotsu, li, triangle, adaptive, kmeans, "
+                                          "region_growing, watershed, random_walker, slic")
+    predict.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
+                         help="a --method parameter, e.g. --set channel=1 --set block_size=31 "
+                              "(an unknown one lists the method's parameters)")
+    predict.add_argument("--fit", metavar="DATA",
+                         help="with --method: a labelled dataset (folder or seglab.yaml); a few "
+                              "of its training cases choose the polarity, the level -> class "
+                              "map, the channel and the parameters not --set, by Dice, and its "
+                              "classes, label values and field of view apply to the masks")
     predict.add_argument("--out", required=True, type=Path)
     predict.add_argument("--probabilities", action="store_true", help="also write probabilities")
     predict.add_argument("--backend", default="torch", choices=["torch", "onnx"],
@@ -68,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("run")
     export.add_argument("--format", default="onnx", choices=["onnx"])
     export.add_argument("--out", type=Path, help="file to write (default: RUN/export/model.onnx)")
+    export.add_argument("--quantize", metavar="int8",
+                        help="int8: also write a statically quantised copy (model.int8.onnx) and "
+                             "report the Dice and speed it costs on the validation cases")
     export.set_defaults(handler=_export)
 
     evaluate = commands.add_parser("evaluate", help="score predictions (or a run's test split)")
@@ -77,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--classes", help="comma-separated class names, background first")
     evaluate.add_argument("--label-values", help="raw:class pairs, e.g. 0:0,255:1")
     evaluate.set_defaults(handler=_evaluate)
+
+    report = commands.add_parser(
+        "report", help="write a run's self-contained HTML report (data, curves, metrics, cases)")
+    report.add_argument("run", help="run folder")
+    report.add_argument("--out", type=Path, help="file to write (default: RUN/report.html)")
+    report.set_defaults(handler=_report)
 
     compare = commands.add_parser(
         "compare", help="train several models on the same split and budget, tabulate them")
@@ -137,6 +159,23 @@ def _train(args) -> None:
 def _predict(args) -> None:
     from seglab.api import predict
 
+    if args.method:
+        from seglab.classical.runs import RECORD, parse_params
+
+        written = predict(None, [args.run, *args.inputs], args.out, args.probabilities,
+                          method=args.method, params=parse_params(args.set), fit=args.fit)
+        record = json.loads((args.out / RECORD).read_text())
+        if args.fit:
+            print(f"fitted on {record['fit_cases']} training case(s) of {args.fit}: mean Dice "
+                  f"{record['fit_dice']:.4f}")
+        print(f"wrote {len(written)} mask(s) to {args.out}; parameters in {args.out / RECORD}: "
+              f"{json.dumps(record['params'])}")
+        return
+    if args.set or args.fit:
+        raise SeglabError("--set/--fit: only with a classical --method (a run has its plan)")
+    if not args.inputs:
+        raise SeglabError("predict: give the images after the run: seglab predict RUN IMAGES "
+                          "--out DIR")
     written = predict(args.run, args.inputs, args.out, args.probabilities, args.device,
                       args.precision, args.backend, args.compile, args.tta)
     print(f"wrote {len(written)} file(s) to {args.out}")
@@ -145,9 +184,14 @@ def _predict(args) -> None:
 def _export(args) -> None:
     from seglab.api import export
 
-    exported = export(args.run, args.out, args.format)
+    exported = export(args.run, args.out, args.format, args.quantize)
     print(f"wrote {exported.path} (ONNX Runtime against PyTorch on a random patch: max abs "
           f"diff {exported.max_abs_diff:.1e})")
+    if report := exported.quantization:
+        print(f"wrote {exported.int8_path}: on {report.cases} {report.split} case(s), mean Dice "
+              f"{report.dice_fp32:.4f} fp32, {report.dice_int8:.4f} int8 (int8 against fp32 "
+              f"masks {report.dice_int8_vs_fp32:.4f}); {report.images_per_second_fp32:.1f} "
+              f"images/s fp32, {report.images_per_second_int8:.1f} int8 (CPU)")
 
 
 def _evaluate(args) -> None:
@@ -170,6 +214,12 @@ def _evaluate(args) -> None:
             raise SeglabError(f"--label-values {args.label_values!r}: expected pairs like 0:0,255:1")
     evaluate(args.pred, args.reference, out, classes, values)
     _print_evaluation(out)
+
+
+def _report(args) -> None:
+    from seglab.api import report
+
+    print(f"wrote {report(args.run, args.out)}")
 
 
 def _compare(args) -> None:

@@ -3,7 +3,9 @@ and recorded with why.
 
 The CPU choices are measured, not assumed (2-core Xeon, PyTorch 2.15, `benchmarks/speed.py`):
 channels_last speeds 2D convolutions up in fp32 too (a 3x3 conv 80 -> 109 GFLOP/s, the ResNet-34
-U-Net's training step 1.4x) but not 3D ones behind instance norm; bf16 pays only on CPUs with AMX
+U-Net's training step 1.4x) but not networks with instance norm, whose channels_last kernels are
+slow (the 2D DynUNet trained 7% slower on ISBI 2012, 3D ones no faster), so fp32 models with
+instance norm stay NCHW; bf16 pays only on CPUs with AMX
 or AVX512-BF16 (elsewhere it is emulated and 2.5x slower than fp32); torch.compile gave no training
 gain on the CPU for a two-minute compile, so it is on by default only on CUDA.
 """
@@ -81,9 +83,13 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def memory_format(self, tensor: torch.Tensor) -> torch.Tensor:
+    def memory_format(self, tensor: torch.Tensor,
+                      model: torch.nn.Module | None = None) -> torch.Tensor:
+        """The input in the policy's layout, or as it is when `model` was left NCHW."""
         layout = self._layout(tensor.dim() == 5)
-        return tensor if layout is None else tensor.contiguous(memory_format=layout)
+        if layout is None or (model is not None and not _in_layout(model, layout)):
+            return tensor
+        return tensor.contiguous(memory_format=layout)
 
     def _layout(self, volumetric: bool) -> torch.memory_format | None:
         if volumetric:
@@ -98,7 +104,9 @@ class Precision:
         model = model.to(self.device)
         volumetric = any(isinstance(m, torch.nn.Conv3d) for m in model.modules())
         layout = self._layout(volumetric)
-        if layout is not None:
+        instance_norm = any(isinstance(m, torch.nn.modules.instancenorm._InstanceNorm)
+                            for m in model.modules())
+        if layout is not None and not (instance_norm and self.autocast_dtype is None):
             model = model.to(memory_format=layout)
         if self.compile:
             compile_with_fallback(model)
@@ -107,6 +115,14 @@ class Precision:
     def describe(self) -> dict[str, Any]:
         return {"device": str(self.device), "precision": self.name, "compile": self.compile,
                 "reason": self.reason}
+
+
+def _in_layout(model: torch.nn.Module, layout: torch.memory_format) -> bool:
+    """Whether the model's convolution weights are stored in `layout` (all of them: a weight
+    with one input channel or a 1x1 kernel is contiguous in both layouts and decides nothing)."""
+    weights = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Conv2d,
+                                                                  torch.nn.Conv3d))]
+    return bool(weights) and all(w.is_contiguous(memory_format=layout) for w in weights)
 
 
 def _choose_device(device: str) -> str:

@@ -55,7 +55,7 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, plan: Plan
 
     def predictor(patches: torch.Tensor) -> torch.Tensor:
         with precision.autocast():
-            logits = model(precision.memory_format(patches))
+            logits = model(precision.memory_format(patches, model))
         return torch.softmax(logits.float(), dim=1)
 
     def window(x: torch.Tensor) -> torch.Tensor:

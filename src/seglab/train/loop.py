@@ -197,7 +197,8 @@ class TrainStep:
         self.scaler = torch.amp.GradScaler(enabled=precision.autocast_dtype == torch.float16)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        images = self.precision.memory_format(self.precision.to_device(images))
+        images = self.precision.to_device(images)
+        images = self.precision.memory_format(images, self.model)
         labels = labels.to(self.precision.device)
         with self.precision.autocast():
             logits = self.model(images)
