@@ -101,7 +101,7 @@ def _images(page: str) -> list[str]:
 
 def test_training_writes_a_report_with_data_plan_curves_tables_boxes_and_three_overlays(
         run_2d: Run) -> None:
-    page = (run_2d.path / "report.html").read_text()
+    page = (run_2d.path / "report.html").read_text(encoding="utf-8")
     test_ids = run_2d.read_json("split.json")["test"]
     assert len(test_ids) == 3
     assert sorted(_table_rows(page, "per-case")) == sorted(test_ids)
@@ -117,14 +117,14 @@ def test_training_writes_a_report_with_data_plan_curves_tables_boxes_and_three_o
 def test_per_case_rows_rank_cases_by_their_mean_foreground_dice(run_2d: Run) -> None:
     per_case = run_2d.read_json("evaluation/metrics.json")["per_case"]
     means = {c["case"]: np.mean([m["dice"] for m in c["classes"].values()]) for c in per_case}
-    page = (run_2d.path / "report.html").read_text()
+    page = (run_2d.path / "report.html").read_text(encoding="utf-8")
     best = re.search(r'<img alt="best: ([^ ]+) \(mean Dice ([0-9.]+)\)', page)
     assert best and best[1] == max(means, key=means.get)
     assert float(best[2]) == pytest.approx(max(means.values()), abs=1e-4)
 
 
 def test_3d_report_shows_orthogonal_slices_through_the_largest_error(run_3d: Run) -> None:
-    page = (run_3d.path / "report.html").read_text()
+    page = (run_3d.path / "report.html").read_text(encoding="utf-8")
     test_ids = run_3d.read_json("split.json")["test"]
     assert sorted(_table_rows(page, "per-case")) == sorted(test_ids)
     assert "shell dice" in page and "core dice" in page  # several classes: columns per class
@@ -148,7 +148,7 @@ def test_report_without_evaluation_says_so_and_shows_the_training(run_2d: Run,
     copy = Path(shutil.copytree(run_2d.path, tmp_path / "run", ignore=shutil.ignore_patterns(
         "evaluation", "predictions", "report.html")))
     out = api.report(copy)
-    page = out.read_text()
+    page = out.read_text(encoding="utf-8")
     assert out == copy / "report.html"
     assert "No evaluation yet: the test split has not been scored yet" in page
     assert _images(page) == ["learning curves"]
@@ -158,7 +158,7 @@ def test_report_without_evaluation_says_so_and_shows_the_training(run_2d: Run,
 def test_metrics_added_to_the_evaluation_appear_without_a_change_in_the_report(
         run_2d: Run, tmp_path: Path) -> None:
     copy = Path(shutil.copytree(run_2d.path, tmp_path / "run"))
-    metrics = json.loads((copy / "evaluation" / "metrics.json").read_text())
+    metrics = json.loads((copy / "evaluation" / "metrics.json").read_text(encoding="utf-8"))
     for case in metrics["per_case"]:
         case["classes"]["cell"]["surface_dice"] = 0.5
         case["balanced_accuracy"] = 0.75
@@ -168,7 +168,7 @@ def test_metrics_added_to_the_evaluation_appear_without_a_change_in_the_report(
     summary["micro"] = {"dice": stats}
     summary["confusion_matrix"] = [[10, 1], [2, 30]]
     (copy / "evaluation" / "metrics.json").write_text(json.dumps(metrics))
-    page = api.report(copy, tmp_path / "elsewhere.html").read_text()
+    page = api.report(copy, tmp_path / "elsewhere.html").read_text(encoding="utf-8")
     assert "cell surface_dice" in page and "balanced_accuracy" in page
     assert "<tr><td>micro</td>" in page
     assert "confusion_matrix" in page and "Other entries of the summary" in page
@@ -177,7 +177,7 @@ def test_metrics_added_to_the_evaluation_appear_without_a_change_in_the_report(
 def test_cli_report_writes_the_page_where_asked_and_names_a_folder_that_is_no_run(
         run_2d: Run, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["report", str(run_2d.path), "--out", str(tmp_path / "r.html")]) == 0
-    assert (tmp_path / "r.html").read_text().startswith("<!doctype html>")
+    assert (tmp_path / "r.html").read_text(encoding="utf-8").startswith("<!doctype html>")
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err == f"seglab: error: {tmp_path}: not a seglab run (no plan.json/run.json; create " \
@@ -208,13 +208,13 @@ def test_clicking_a_header_twice_in_chromium_sorts_the_cases_by_it_descending(
         run_2d: Run, chromium: str, tmp_path: Path) -> None:
     per_case = run_2d.read_json("evaluation/metrics.json")["per_case"]
     accuracy = {c["case"]: c["pixel_accuracy"] for c in per_case}
-    page = (run_2d.path / "report.html").read_text()
+    page = (run_2d.path / "report.html").read_text(encoding="utf-8")
     headers = re.findall(r"<th>([^<]*)</th>", page.split('id="per-case"', 1)[1].split("</tr>")[0])
     column = headers.index("pixel_accuracy")
     click = (f"<script>var h = document.querySelectorAll('#per-case th')[{column}]; h.click(); "
              "h.click();</script></body>")  # twice: descending
     clicked = tmp_path / "clicked.html"
-    clicked.write_text(page.replace("</body>", click))
+    clicked.write_text(page.replace("</body>", click), encoding="utf-8")
     order = _table_rows(_browse(chromium, clicked), "per-case")
     assert order == sorted(accuracy, key=accuracy.get, reverse=True)
     assert 'data-order="desc"' in _browse(chromium, clicked)
