@@ -21,7 +21,7 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node=2", *args]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
+    result = subprocess.run(command, capture_output=True, encoding="utf-8", timeout=600, cwd=ROOT,
                             env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
     return result

@@ -69,7 +69,8 @@ def chromium() -> str:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "install", "-y", "-q", "chromium"], ["apt-get", "update", "-q"],
                     ["apt-get", "install", "-y", "-q", "chromium"]):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(command, env=env, capture_output=True, encoding="utf-8",
+                              errors="replace", timeout=900)
         if command[1] == "install" and done.returncode == 0:
             break
     found = shutil.which("chromium")
@@ -84,7 +85,7 @@ def _browse(chromium: str, page: Path, *options: str) -> str:
     done = subprocess.run(
         [chromium, "--headless", "--disable-gpu", "--no-sandbox", "--allow-file-access-from-files",
          "--virtual-time-budget=5000", *options, "--dump-dom", page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
