@@ -59,10 +59,6 @@ class Distributed:
         dist.all_gather_object(values, value)
         return values
 
-    def any(self, flag: bool) -> bool:
-        """True on every rank when it is true on one: ranks must stop on the same step."""
-        return any(self.gather(bool(flag))) if self.active else flag
-
     def wrap(self, model: torch.nn.Module, find_unused: bool) -> torch.nn.Module:
         """The model in DDP (gradients averaged across ranks at each step); itself on one process."""
         if not self.active:
