@@ -13,7 +13,7 @@ that the ratio (b)/(a) is what seglab's defaults are worth on this machine.
   with seglab's Dice + cross-entropy, inferred in the policy's autocast and layout.
 - 3D: a hippocampus-sized 64^3 patch (training batch 2) with the topology seglab plans for it;
   (a): MONAI's DynUNet and nnU-Net's PlainConvUNet (dependency group `bench`), fp32.
-- ONNX Runtime on seglab's export at 1x3x512x512 (fp32; int8 where seglab.export quantises).
+- ONNX Runtime on seglab's export at 1x3x512x512, fp32 and int8 (`seglab export --quantize int8`).
 - Ceilings: a large 3x3 Conv2d in fp32 (NCHW, channels_last) and bf16, so that each throughput
   reads as a fraction of what this machine's convolutions reach; and the share of seglab's
   training loop spent in `PatchSampler.batch()`.
@@ -251,7 +251,7 @@ def part_onnx(b: Bench, peer: Row | None) -> list[Row]:
     provider = f"{short}ExecutionProvider"
     x = torch.randn(1, 3, size, size, device="cuda" if on_gpu else "cpu")
     rows = []
-    for kind, data in (("fp32", proto.SerializeToString()), ("int8", int8_model(proto))):
+    for kind, data in (("fp32", proto.SerializeToString()), ("int8", int8_model(proto, plan))):
         case = f"2D infer 1x3x{size}², ONNX Runtime {kind} ({short})"
         if isinstance(data, str):
             rows.append(Row(f"{case}: {data}", PEER_2D, peer.peer_ips, None, peer.gflops))
@@ -262,21 +262,22 @@ def part_onnx(b: Bench, peer: Row | None) -> list[Row]:
     return rows
 
 
-def int8_model(proto: onnx.ModelProto) -> bytes | str:
-    """The int8 model by seglab.export's quantisation function, called as (fp32 file, int8 file)
-    when there is one, or why there is none."""
-    quantise = next((getattr(export, n) for n in dir(export) if "quant" in n.lower()
-                     and not n.startswith("_") and callable(getattr(export, n))), None)
-    if quantise is None:
-        return "seglab.export has no quantisation function"
+def int8_model(proto: onnx.ModelProto, plan) -> bytes | str:
+    """The int8 copy that `seglab export --quantize int8` would make (`export._quantize`: static
+    QDQ, U8S8, per-channel weights), calibrated on patches of random stand-in images since the
+    network's weights are random too; or why quantisation failed."""
+    rng = np.random.default_rng(0)
+    images = [Prepared(f"random{i}", rng.standard_normal((3, *plan.patch_size), dtype=np.float32),
+                       None, None, tuple(plan.patch_size)) for i in range(4)]
+    reader = export.CalibrationPatches(images, plan, count=8)
     with tempfile.TemporaryDirectory() as folder:
-        source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
+        source = Path(folder) / "fp32.onnx"
         source.write_bytes(proto.SerializeToString())
         try:
-            quantise(source, target)
-            return target.read_bytes()
+            quantized, _ = export._quantize(source, Path(folder), reader)
+            return quantized.read_bytes()
         except Exception as error:  # noqa: BLE001 - reported in the table, the benchmark goes on
-            return f"{quantise.__name__} failed ({type(error).__name__}: {error})"[:160]
+            return f"quantisation failed ({type(error).__name__}: {error})"[:160]
 
 
 def ceilings(b: Bench) -> dict[str, float]:
