@@ -16,6 +16,7 @@ from seglab.case import Case
 from seglab.classical.fit import fit_method
 from seglab.cli import main
 from seglab.errors import SeglabError
+from seglab.metrics import roc_auc
 from tests.conftest import disc_image
 
 METHODS = [entry.name for entry in classical.available()]
@@ -81,6 +82,22 @@ def test_adaptive_thresholding_copes_with_an_illumination_gradient_where_otsu_fa
     assert dice(classical.create("otsu").segment(image), spots) < 0.5
     adaptive = classical.create("adaptive", block_size=15, offset=-0.03)
     assert dice(adaptive.segment(image), spots) > 0.9
+
+
+def test_the_score_ranks_the_foreground_above_the_background_and_follows_the_polarity() -> None:
+    bright, dark = disc_case(5), disc_case(5, dark=True)
+    otsu = classical.create("otsu")
+    assert roc_auc(otsu.score(bright.image), bright.label) > 0.99
+    assert roc_auc(otsu.score(dark.image), dark.label) < 0.01  # bright foreground assumed
+    flipped = classical.create("otsu", polarity="dark")
+    assert roc_auc(flipped.score(dark.image), dark.label) > 0.99
+    assert classical.create("multiotsu", levels=3).score(bright.image) is None
+
+
+def test_adaptive_score_is_positive_exactly_where_it_segments() -> None:
+    case = disc_case(6)
+    adaptive = classical.create("adaptive", block_size=15, offset=-0.02)
+    assert ((adaptive.score(case.image) > 0) == (adaptive.segment(case.image) == 1)).all()
 
 
 def test_the_roi_alone_sets_the_thresholds_and_its_outside_is_background() -> None:

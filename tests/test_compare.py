@@ -9,11 +9,14 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from torch import nn
 
 from seglab import api, compare, models
 from seglab.cli import main
+from tests.conftest import disc_image
 
 TINY = {"iterations_per_epoch": 2, "batch_size": 2, "model.widths": [4, 8, 16],
         "model.strides": [[2, 2], [2, 2]], "model.kernels": [[3, 3]] * 3, "patch_size": [32, 32]}
@@ -177,6 +180,49 @@ def test_classical_methods_get_rows_beside_the_models_fitted_on_the_same_split(
     assert csv_rows["otsu"]["settings"] == rows["otsu"]["params"]
     assert not csv_rows["tiny"]["settings"]
     assert "polarity=bright" in (out / "comparison.html").read_text()
+
+
+@pytest.fixture
+def speckled_dataset(tmp_path: Path) -> Path:
+    """12 bright discs on a background sprinkled with bright single pixels, which a threshold
+    keeps and removing small objects cleans up."""
+    root = tmp_path / "speckled"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(3)
+    for index in range(12):
+        image, mask = disc_image(rng, (40, 48))
+        specks = (rng.random(mask.shape) < 0.03) & (mask == 0)
+        image[specks] = 230
+        Image.fromarray(image).save(root / "images" / f"case{index:02d}.png")
+        Image.fromarray(mask * 255).save(root / "labels" / f"case{index:02d}.png")
+    return root
+
+
+def test_post_processing_rows_score_the_steps_chosen_on_validation_beside_the_plain_rows(
+        speckled_dataset: Path, tmp_path: Path, test_models) -> None:
+    out = api.compare(speckled_dataset, ["tiny", "otsu"], tmp_path / "cmp", epochs=1,
+                      overrides=TINY, progress=False, postprocessing=True)
+    rows = {row["model"]: row for row in _read(out)["rows"]}
+    assert list(rows) == ["tiny", "tiny + post-processing", "otsu", "otsu + post-processing"]
+    assert all(row["status"] == "ok" for row in rows.values()), rows
+    plain, hybrid = rows["otsu"], rows["otsu + post-processing"]
+    run = out / "runs" / "otsu"
+    choice = json.loads((run / "postprocessing.json").read_text())
+    first = choice["steps"][0]["op"]  # one disc per image: both clean the specks away
+    assert first in ("largest_component", "remove_small")
+    assert f"post-processing: {first}(class 1" in hybrid["params"]
+    assert hybrid["params"].startswith(plain["params"]) and hybrid["run"] == "runs/otsu"
+    assert hybrid["dice_mean"] > plain["dice_mean"] + 0.05
+    scored = json.loads((run / "evaluation-postprocessed" / "metrics.json").read_text())
+    assert scored["summary"]["mean"]["dice"]["mean"] == hybrid["dice_mean"]
+    assert len(list((run / "predictions" / "test-evaluation-postprocessed").iterdir())) == len(
+        _read(out)["split"]["test"])
+    assert hybrid["train_s"] >= plain["train_s"] and hybrid["images_per_s"] > 0
+    assert 0.9 < plain["roc_auc"] <= 1 and "roc_auc" not in hybrid
+    assert 0 <= rows["tiny"]["roc_auc"] <= 1
+    assert (out / "runs" / "tiny" / "evaluation-postprocessed" / "metrics.json").is_file()
+    assert "| otsu + post-processing | ok |" in (out / "comparison.md").read_text()
 
 
 def test_classical_methods_take_3d_multi_class_data(nifti_dataset: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from seglab.metrics import (
     format_summary_table,
     roc_auc,
     roc_auc_cases,
+    roc_auc_classes,
     summarize,
     write_tables,
 )
@@ -473,3 +474,22 @@ def test_roc_auc_cases_reports_each_case_their_mean_and_the_pooled_auc():
     assert (result["mean"], result["n"], result["undefined"]) == (0.5, 2, 1)
     # pooled positives 0.8, 0.1 ; negatives 0.2, 0.9, 0.3, 0.6 : 0.8 beats 3, 0.1 beats none
     assert result["pooled"] == pytest.approx(3 / 8)
+
+
+def test_roc_auc_classes_scores_each_class_against_the_rest_without_ignored_pixels():
+    ref = np.array([0, 1, 2, 255])
+    scores = {1: np.array([0.1, 0.9, 0.2, 0.0]), 2: np.array([0.3, 0.2, 0.1, 0.9])}
+    result = roc_auc_classes([(scores, ref, None)], ["bg", "a", "b"], ignore_label=255)
+    assert list(result["classes"]) == ["a", "b"]
+    assert result["classes"]["a"]["pooled"] == 1.0  # 0.9 above 0.1 and 0.2
+    # b's positive (0.1) is below both counted negatives; the ignored 0.9 is not one of them
+    assert result["classes"]["b"]["pooled"] == 0.0
+    assert result["pooled_mean"] == pytest.approx(0.5)
+
+
+def test_roc_auc_classes_scores_only_the_classes_every_case_has_a_map_for():
+    ref = np.array([[0, 1], [1, 0]])
+    cases = [({1: np.array([[0.1, 0.8], [0.7, 0.2]]), 2: np.zeros((2, 2))}, ref, None),
+             ({1: np.array([[0.1, 0.8], [0.3, 0.2]])}, ref, np.array([[1, 1], [0, 1]]))]
+    result = roc_auc_classes(cases, ["bg", "a", "b"])
+    assert list(result["classes"]) == ["a"] and result["classes"]["a"]["per_case"] == [1.0, 1.0]

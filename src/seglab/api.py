@@ -129,17 +129,19 @@ def compare(data: str | Path, models: list[str] | str, out: str | Path,
             minutes: float | None = None, epochs: int | None = None,
             overrides: dict[str, Any] | None = None, device: str = "auto",
             precision: str = "auto", progress: bool = True, resume: bool = False,
-            compile: str = "auto") -> Path:
+            compile: str = "auto", postprocessing: bool = False) -> Path:
     """Trains each model (a list, or names separated by commas) on the same split with the same
     budget, each in its own process, evaluates them on the same test split, and writes the
     comparison tables and page into `out`; returns `out`. Classical methods (`seglab.classical`)
-    may be named among the models: they are fitted on the training cases instead of trained. resume=True keeps the finished runs of
-    an earlier comparison in `out` (same settings) and trains the others."""
+    may be named among the models: they are fitted on the training cases instead of trained.
+    resume=True keeps the finished runs of an earlier comparison in `out` (same settings) and
+    trains the others. postprocessing=True adds a row per model with the post-processing chosen
+    on the validation cases."""
     from seglab.compare import compare_models  # matplotlib only when comparing
 
     names = models.split(",") if isinstance(models, str) else list(models)
     return compare_models(data, names, out, minutes, epochs, overrides, device, precision,
-                          progress, resume, compile)
+                          progress, resume, compile, postprocessing)
 
 
 def report(run: str | Path, out: str | Path | None = None) -> Path:

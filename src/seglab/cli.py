@@ -113,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
                          metavar="FILE", help="JSON file of plan overrides for every model")
     compare.add_argument("--resume", action="store_true",
                          help="keep the finished runs in --out, train the others")
+    compare.add_argument("--postprocessing", action="store_true",
+                         help="also a row per model with the post-processing chosen on the "
+                              "validation cases (largest component, small objects, holes, "
+                              "touching objects)")
     _device_options(compare)
     compare.set_defaults(handler=_compare)
 
@@ -229,7 +233,8 @@ def _compare(args) -> None:
 
     overrides = parse_overrides(args.set, args.plan_overrides)
     out = compare(args.data, args.models, args.out, args.minutes, args.epochs, overrides,
-                  args.device, args.precision, resume=args.resume, compile=args.compile)
+                  args.device, args.precision, resume=args.resume, compile=args.compile,
+                  postprocessing=args.postprocessing)
     print(format_text(json.loads((out / "comparison.json").read_text())))
     print(f"\n{out}: comparison.csv, comparison.md, comparison.html, comparison.json, runs/")
 

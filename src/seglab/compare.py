@@ -2,6 +2,9 @@
 process, and tabulated side by side (accuracy on the test split, time, memory, size, speed).
 
     DIR/runs/<model>/       a normal run folder per model, plus measurements.json from its process
+                            (with --postprocessing: postprocessing.json, the steps chosen on the
+                            validation cases, and evaluation-postprocessed/, the test scores
+                            with them, which make the row "<model> + post-processing")
     DIR/comparison.json     the settings, the shared split, one row per model
     DIR/comparison.csv      one row per model
     DIR/comparison.md       the table as Markdown
@@ -38,8 +41,8 @@ from seglab.data.layouts import Dataset, find_dataset
 from seglab.data.loading import load_case
 from seglab.device import Precision
 from seglab.errors import SeglabError
-from seglab.evaluate import evaluate_run
-from seglab.infer import load_model, predict_case
+from seglab.evaluate import EVALUATION, evaluate_run
+from seglab.infer import choose_postprocessing, load_model, predict_case
 from seglab.plan import Plan, make_plan
 from seglab.report.compare_page import format_csv, format_markdown, render_html
 from seglab.run import Run
@@ -47,6 +50,7 @@ from seglab.train.loop import train as train_run
 from seglab.train.setup import open_dataset, planned_split, write_new_run
 
 MEASUREMENTS = "measurements.json"
+POSTPROCESSED = "evaluation-postprocessed"  # RUN/<this>: the test scores with post-processing
 # With --minutes alone the clock ends training, not the plan's default epoch count.
 EPOCHS_UNDER_TIME_BUDGET = 100_000
 METRICS = ("dice", "iou", "precision", "recall", "f1")
@@ -56,14 +60,16 @@ def compare_models(data: str | Path, names: list[str], out: str | Path,
                    minutes: float | None = None, epochs: int | None = None,
                    overrides: dict[str, Any] | None = None, device: str = "auto",
                    precision: str = "auto", progress: bool = True, resume: bool = False,
-                   compile: str = "auto") -> Path:
-    """Trains and evaluates each model in `names` into OUT/runs/<name>; returns OUT."""
+                   compile: str = "auto", postprocessing: bool = False) -> Path:
+    """Trains and evaluates each model in `names` into OUT/runs/<name>; returns OUT. With
+    `postprocessing`, each also gets a row "<name> + post-processing" (see `_postprocessed_row`)."""
     out = Path(out)
     names = _check_names(names)
     overrides = {**(overrides or {}), **_budget(minutes, epochs, overrides or {})}
     settings = json.loads(json.dumps({
         "data": str(Path(data).resolve()), "minutes": minutes, "epochs": epochs,
-        "overrides": overrides, "device": device, "precision": precision, "compile": compile}))
+        "overrides": overrides, "device": device, "precision": precision, "compile": compile,
+        "postprocessing": postprocessing}))
     previous = _previous(out, settings, resume)
     dataset = find_dataset(data)
     fingerprint = inspect_dataset(dataset)
@@ -71,20 +77,21 @@ def compare_models(data: str | Path, names: list[str], out: str | Path,
     if not split["test"]:
         raise SeglabError("compare: the split has no test cases to compare the models on")
     comparison = {"seglab": __version__, "created": datetime.now(timezone.utc).isoformat(
-        timespec="seconds"), "settings": settings, "split": split,
-        "rows": [{"model": name, "status": "pending"} for name in names]}
+        timespec="seconds"), "settings": settings, "split": split, "rows": []}
+    rows = {name: [{"model": name, "status": "pending"}] for name in names}
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    _write(out, comparison)
+    _write(out, comparison, rows)
     for index, name in enumerate(names):
         if progress:
             print(f"[{index + 1}/{len(names)}] {name}", flush=True)
-        row = _compare_one(name, out / "runs" / name, fingerprint, split, settings, progress)
-        comparison["rows"][index] = row
-        _write(out, comparison)
+        rows[name] = _compare_one(name, out / "runs" / name, fingerprint, split, settings,
+                                  progress)
+        _write(out, comparison, rows)
         if progress:
-            result = (f"test Dice {row['dice_mean']:.4f}" if row.get("dice_mean") is not None
-                      else f"{row['status']}: {row.get('reason')}")
-            print(f"{name}: {result}", flush=True)
+            for row in rows[name]:
+                result = (f"test Dice {row['dice_mean']:.4f}" if row.get("dice_mean") is not None
+                          else f"{row['status']}: {row.get('reason')}")
+                print(f"{row['model']}: {result}", flush=True)
     return out
 
 
@@ -155,29 +162,29 @@ def _shared_split(dataset: Dataset, fingerprint: Fingerprint,
 
 
 def _compare_one(name: str, path: Path, fingerprint: Fingerprint, split: dict[str, list[str]],
-                 settings: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """One model's row: kept from a finished run, or trained in a process of its own."""
+                 settings: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
+    """One model's rows: kept from a finished run, or trained in a process of its own."""
     done = _measurements(path)
     if done.get("status") == "ok" and (path / "evaluation" / "metrics.json").is_file():
-        return _row(name, path, done)
+        return _rows(name, path, done)
     if path.exists():
         shutil.rmtree(path)  # unfinished or failed earlier: trained afresh, measured afresh
     dims = (classical.entry(name) if classical.is_method(name) else models.entry(name)).dims
     if fingerprint.dims not in dims:
         supported = " and ".join(f"{d}D" for d in dims)
-        return _row(name, None, {"status": "skipped",
-                                 "reason": f"{supported} only; the data is {fingerprint.dims}D"})
+        return [_row(name, None, {"status": "skipped",
+                                  "reason": f"{supported} only; the data is {fingerprint.dims}D"})]
     try:
         plan = _plan(name, fingerprint, split, settings["overrides"])
     except SeglabError as error:
-        return _row(name, None, {"status": "failed", "reason": str(error)})
+        return [_row(name, None, {"status": "failed", "reason": str(error)})]
     write_new_run(path, settings["data"], fingerprint, plan, split)
     policy = (settings["device"], settings["precision"], settings.get("compile", "auto"))
-    exitcode = _run_in_child(path, policy, progress)
+    exitcode = _run_in_child(path, policy, settings.get("postprocessing", False), progress)
     measured = _measurements(path)
     if not measured:
         measured = {"status": "failed", "reason": _exit_reason(exitcode)}
-    return _row(name, path, measured)
+    return _rows(name, path, measured)
 
 
 def _plan(name: str, fingerprint: Fingerprint, split: dict[str, list[str]],
@@ -191,7 +198,8 @@ def _plan(name: str, fingerprint: Fingerprint, split: dict[str, list[str]],
     return dataclasses.replace(plan, model={"name": name, "classical": {}})
 
 
-def _run_in_child(path: Path, policy: tuple[str, str, str], progress: bool) -> int:
+def _run_in_child(path: Path, policy: tuple[str, str, str], postprocessing: bool,
+                  progress: bool) -> int:
     """Runs `_worker` in a fresh process and returns its exit code (negative: killed by signal).
 
     A forkserver (spawn where there is none) gives every model a clean process that has never
@@ -201,7 +209,7 @@ def _run_in_child(path: Path, policy: tuple[str, str, str], progress: bool) -> i
     context = multiprocessing.get_context(method)
     if method == "forkserver":
         context.set_forkserver_preload(["seglab.compare"])
-    process = context.Process(target=_worker, args=(str(path), policy, progress),
+    process = context.Process(target=_worker, args=(str(path), policy, postprocessing, progress),
                               name=f"seglab-compare-{path.name}")
     process.start()
     try:
@@ -221,11 +229,12 @@ def _exit_reason(exitcode: int) -> str:
     return f"the process exited with code {exitcode} without writing its measurements"
 
 
-def _worker(path: str, policy: tuple[str, str, str], progress: bool) -> None:
+def _worker(path: str, policy: tuple[str, str, str], postprocessing: bool,
+            progress: bool) -> None:
     """In the model's own process: trains, evaluates, times inference, writes measurements.json."""
     run = Run(Path(path))
     try:
-        result = {"status": "ok", **_measure(run, policy, progress)}
+        result = {"status": "ok", **_measure(run, policy, postprocessing, progress)}
     except Exception as error:  # any failure is this model's row, not the comparison's end
         reason = str(error) if isinstance(error, SeglabError) else (
             f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
@@ -234,13 +243,15 @@ def _worker(path: str, policy: tuple[str, str, str], progress: bool) -> None:
     run.write_json(MEASUREMENTS, result)
 
 
-def _measure(run: Run, choices: tuple[str, str, str], progress: bool) -> dict[str, Any]:
+def _measure(run: Run, choices: tuple[str, str, str], postprocessing: bool,
+             progress: bool) -> dict[str, Any]:
     """A model trained and measured, or a classical method fitted and measured."""
     if "classical" not in run.plan().model:
-        return _train_and_measure(run, choices, progress)
+        return _train_and_measure(run, choices, postprocessing, progress)
     from seglab.classical.runs import fit_and_measure  # the methods' glue, only where needed
 
-    return {**fit_and_measure(run), "peak_ram_mb": _peak_ram_mb()}
+    measured = fit_and_measure(run, POSTPROCESSED if postprocessing else None)
+    return {**measured, "peak_ram_mb": _peak_ram_mb()}
 
 
 def _peak_ram_mb() -> float:
@@ -249,25 +260,40 @@ def _peak_ram_mb() -> float:
     return round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)
 
 
-def _train_and_measure(run: Run, choices: tuple[str, str, str], progress: bool) -> dict[str, Any]:
-    """`choices`: the user's device, precision and compile settings."""
+def _train_and_measure(run: Run, choices: tuple[str, str, str], postprocessing: bool,
+                       progress: bool) -> dict[str, Any]:
+    """`choices`: the user's device, precision and compile settings. The model's row scores the
+    network's own masks; with `postprocessing`, the "postprocessed" entry measures the same
+    network with the steps chosen on the validation cases (RUN/postprocessing.json, which
+    `seglab predict RUN` then applies too), scored into RUN/evaluation-postprocessed."""
     policy = Precision.choose(*choices)
     cuda = policy.device.type == "cuda"
     train_run(run, policy, progress)
-    evaluate_run(run, policy)
-    images_per_s, params = _inference_speed(run, policy)
+    evaluate_run(run, policy, steps=[])
+    images_per_s, params = _inference_speed(run, policy, [])
     last = run.log()[-1]
-    return {
+    measured = {
         "train_s": last["elapsed_s"], "epochs": last["epoch"], "steps": last["step"],
         "peak_ram_mb": _peak_ram_mb(),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
         "params_m": round(params / 1e6, 6), "images_per_s": round(images_per_s, 3),
     }
+    if postprocessing:
+        started = time.perf_counter()
+        choice = choose_postprocessing(run, policy)
+        choose_s = time.perf_counter() - started
+        evaluate_run(run, policy, steps=choice["steps"], into=POSTPROCESSED)
+        measured["postprocessed"] = {
+            "status": "ok", "train_s": round(last["elapsed_s"] + choose_s, 3), "choice": choice,
+            "images_per_s": round(_inference_speed(run, policy, choice["steps"])[0], 3)}
+    return measured
 
 
-def _inference_speed(run: Run, policy: Precision) -> tuple[float, int]:
-    """Test images (volumes) per second through the whole prediction, read from memory; the
-    evaluation just before served as the warm-up. Also the model's parameter count."""
+def _inference_speed(run: Run, policy: Precision,
+                     steps: list[dict[str, Any]]) -> tuple[float, int]:
+    """Test images (volumes) per second through the whole prediction and the post-processing
+    `steps`, read from memory; the evaluation just before served as the warm-up. Also the model's
+    parameter count."""
     plan = run.plan()
     dataset = open_dataset(run)
     refs = {ref.case_id: ref for ref in dataset.cases}
@@ -275,7 +301,7 @@ def _inference_speed(run: Run, policy: Precision) -> tuple[float, int]:
     model = load_model(run, policy)
     started = time.perf_counter()
     for case in cases:
-        predict_case(model, case, plan, policy)  # returns arrays on the CPU: synchronised
+        predict_case(model, case, plan, policy, steps)  # arrays on the CPU: synchronised
     elapsed = time.perf_counter() - started
     return len(cases) / elapsed, sum(p.numel() for p in model.parameters())
 
@@ -287,28 +313,59 @@ def _measurements(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _row(name: str, path: Path | None, measured: dict[str, Any]) -> dict[str, Any]:
-    """One table row: the test metrics (mean ± std over cases; mean over foreground classes),
-    the process's measurements, and where the run is."""
+def _rows(name: str, path: Path, measured: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model's row, and its row with post-processing where that was measured."""
+    rows = [_row(name, path, measured)]
+    if measured.get("postprocessed"):
+        hybrid = {**measured, **measured["postprocessed"]}
+        hybrid["params"] = "; ".join(filter(None, [measured.get("params"),
+                                                   _describe_choice(hybrid["choice"])]))
+        rows.append(_row(f"{name} + post-processing", path, hybrid, POSTPROCESSED))
+    return rows
+
+
+def _describe_choice(choice: dict[str, Any]) -> str:
+    """The post-processing chosen on the validation cases, with the Dice it moved them to."""
+    steps = ", ".join(
+        f"{step['op']}(class {step['class']}" + "".join(
+            f", {key}={value}" for key, value in step.items() if key not in ("op", "class"))
+        + ")" for step in choice["steps"])
+    if "validation_dice_without" not in choice:
+        return f"post-processing: none ({choice.get('reason', 'nothing chosen')})"
+    dice = f"validation Dice {choice['validation_dice_without']:.4f}"
+    if not steps:
+        return f"post-processing: none raised the {dice}"
+    return f"post-processing: {steps} ({dice} -> {choice['validation_dice_with']:.4f})"
+
+
+def _row(name: str, path: Path | None, measured: dict[str, Any],
+         folder: str = EVALUATION) -> dict[str, Any]:
+    """One table row: the test metrics (mean ± std over cases; mean over foreground classes) read
+    from RUN/<folder>, the ROC AUC of the model's own scores (not on post-processed rows: the
+    steps change masks, not probabilities), the process's measurements, and where the run is."""
     row: dict[str, Any] = {"model": name, "status": measured["status"],
                            "reason": measured.get("reason"),
-                           "run": f"runs/{name}" if path is not None else None}
+                           "run": f"runs/{path.name}" if path is not None else None}
     if measured["status"] != "ok":
         return row
     run = Run(path)
-    summary = run.read_json("evaluation/metrics.json")["summary"]
+    summary = run.read_json(f"{folder}/metrics.json")["summary"]
     stats = {metric: summary["mean"][metric] for metric in METRICS}
     stats["pixel_accuracy"] = summary["pixel_accuracy"]
     for metric, values in stats.items():
         row[f"{metric}_mean"], row[f"{metric}_std"] = values["mean"], values["std"]
+    if folder == EVALUATION:
+        row["roc_auc"] = summary.get("roc_auc", {}).get("pooled_mean")
     info = run.read_json("run.json")
-    row.update({k: v for k, v in measured.items() if k not in ("status", "reason", "traceback")})
+    row.update({k: v for k, v in measured.items()
+                if k not in ("status", "reason", "traceback", "choice", "postprocessed")})
     row.update({"device": info.get("device"), "compute_precision": info.get("precision"),
                 "test_cases": summary["n_cases"]})
     return row
 
 
-def _write(out: Path, comparison: dict[str, Any]) -> None:
+def _write(out: Path, comparison: dict[str, Any], rows: dict[str, list[dict[str, Any]]]) -> None:
+    comparison["rows"] = [row for model_rows in rows.values() for row in model_rows]
     write_text_atomic(out / "comparison.json", json.dumps(comparison, indent=2) + "\n")
     write_text_atomic(out / "comparison.csv", format_csv(comparison["rows"]))
     write_text_atomic(out / "comparison.md", format_markdown(comparison))

@@ -14,15 +14,25 @@ from seglab.data.loading import load_case, map_label_values
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.infer import load_model, output_value_map, postprocessing_steps, predict_case
-from seglab.metrics import evaluate_case, summarize, write_tables
+from seglab.metrics import evaluate_case, roc_auc_classes, summarize, write_tables
 from seglab.report.run_page import write_report
 from seglab.run import Run
 from seglab.train.setup import open_dataset
 
+EVALUATION = "evaluation"  # RUN/evaluation: the run's own scores, which its report shows
 
-def evaluate_run(run: Run, precision: Precision | None = None) -> dict[str, Any]:
-    """Predicts the run's test split into RUN/predictions/test, scores it into RUN/evaluation, and
-    writes RUN/report.html."""
+
+def evaluate_run(run: Run, precision: Precision | None = None,
+                 steps: list[dict[str, Any]] | None = None,
+                 into: str = EVALUATION) -> dict[str, Any]:
+    """Predicts the run's test split into RUN/predictions/<test>, scores it into RUN/<into>, and
+    writes RUN/report.html (for the run's own evaluation).
+
+    `steps`: the post-processing applied to the masks, by default the run's chosen steps. Besides
+    the mask metrics, the summary holds the ROC AUC of each foreground class's probability map
+    (`roc_auc`: inside the ROI, per case and pooled over the cases); the test cases' probability
+    maps are kept for it until the end (4 bytes per voxel and foreground class).
+    """
     plan = run.plan()
     test_ids = run.read_json("split.json")["test"]
     if not test_ids:
@@ -32,17 +42,21 @@ def evaluate_run(run: Run, precision: Precision | None = None) -> dict[str, Any]
     refs = {ref.case_id: ref for ref in dataset.cases}
     model = load_model(run, precision)
     value_map = output_value_map(plan)
-    steps = postprocessing_steps(run)
-    per_case = []
+    steps = postprocessing_steps(run) if steps is None else steps
+    masks = run.path / "predictions" / ("test" if into == EVALUATION else f"test-{into}")
+    per_case, scored = [], []
     for case_id in test_ids:
         case = load_case(dataset, refs[case_id])
-        mask, _ = predict_case(model, case, plan, precision, steps)
-        write_mask(mask, case, run.path / "predictions" / "test", value_map)
+        mask, probs = predict_case(model, case, plan, precision, steps)
+        write_mask(mask, case, masks, value_map)
         scores = evaluate_case(mask, case.label, plan.classes, case.spacing, case.roi, IGNORE_INDEX)
         per_case.append({"case": case_id, **scores})
+        scored.append(({k: probs[k] for k in range(1, plan.n_classes)}, case.label, case.roi))
     summary = summarize(per_case)
-    write_tables(per_case, summary, run.path / "evaluation")
-    write_report(run)
+    summary["roc_auc"] = roc_auc_classes(scored, plan.classes, IGNORE_INDEX)
+    write_tables(per_case, summary, run.path / into)
+    if into == EVALUATION:
+        write_report(run)
     return summary
 
 

@@ -4,7 +4,7 @@ mirroring test-time augmentation, and predictions written in the input's own for
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +94,21 @@ def choose_postprocessing(run: Run, precision: Precision) -> dict[str, Any]:
     """Predicts the validation cases with the best model and keeps the post-processing steps
     that raise their Dice (`seglab.postprocess.choose`); writes RUN/postprocessing.json."""
     plan = run.plan()
+    model = load_model(run, precision)
+    return choose_postprocessing_for(run, lambda case: predict_case(model, case, plan,
+                                                                    precision)[0])
+
+
+def choose_postprocessing_for(run: Run, segment: Callable[[Case], np.ndarray]) -> dict[str, Any]:
+    """As `choose_postprocessing`, for the masks that `segment` gives (a model's, a classical
+    method's) of the run's validation cases."""
+    plan = run.plan()
     dataset = open_dataset(run)
     refs = {ref.case_id: ref for ref in dataset.cases}
-    model = load_model(run, precision)
     predictions, references, valid = [], [], []
     for case_id in run.read_json("split.json")["val"]:
         case = load_case(dataset, refs[case_id])
-        predictions.append(predict_case(model, case, plan, precision)[0])
+        predictions.append(segment(case))
         references.append(case.label)
         inside = case.label != IGNORE_INDEX
         valid.append(inside if case.roi is None else inside & case.roi)

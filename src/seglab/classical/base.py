@@ -177,6 +177,20 @@ class Segmenter:
             raise SeglabError(f"{self.name}: works on {supported} images, not {image.ndim - 1}D")
         return self.partition(prepare(image, roi, self.values["channel"]))
 
+    def response(self, x: Inputs) -> np.ndarray:
+        """The continuous map that a two-level method separates, level 1 at the high end: by
+        default the intensity itself."""
+        return x.intensity
+
+    def score(self, image: np.ndarray, roi: np.ndarray | None = None) -> np.ndarray | None:
+        """A foreground score (*spatial, float) for ROC curves: the response, negated when the
+        mapping makes its low level the foreground; None for a method with more than two
+        levels or classes, where no single ordering exists."""
+        if self.n_levels != 2 or self.values["classes"] != 2:
+            return None
+        response = self.response(prepare(image, roi, self.values["channel"]))
+        return response if self.mapping() == [0, 1] else -response
+
     def segment(self, image: np.ndarray, roi: np.ndarray | None = None) -> np.ndarray:
         """The class-index mask (uint8, *spatial); outside the ROI is background."""
         mask = np.asarray(self.mapping(), dtype=np.uint8)[self.levels(image, roi)]

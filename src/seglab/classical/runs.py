@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from seglab import postprocess
 from seglab.case import Case
 from seglab.classical import create
 from seglab.classical.base import Segmenter
@@ -20,8 +21,10 @@ from seglab.data.io import read_image, write_mask, write_text_atomic
 from seglab.data.layouts import IGNORE_INDEX, Dataset, find_dataset
 from seglab.data.loading import field_of_view, load_case
 from seglab.errors import SeglabError
-from seglab.infer import expand_inputs, output_value_map, read_inputs
-from seglab.metrics import evaluate_case, summarize, write_tables
+from seglab.evaluate import EVALUATION
+from seglab.infer import (choose_postprocessing_for, expand_inputs, output_value_map,
+                           read_inputs)
+from seglab.metrics import evaluate_case, roc_auc_classes, summarize, write_tables
 from seglab.plan import Plan, make_plan
 from seglab.run import Run
 from seglab.train.setup import open_dataset, planned_split
@@ -96,37 +99,63 @@ def _segment(segmenter: Segmenter, case: Case) -> np.ndarray:
         raise SeglabError(f"{case.meta.get('path', case.case_id)}: {error}")
 
 
-def evaluate_cases(segmenter: Segmenter, cases: list[Case], plan: Plan, run: Run) -> dict:
-    """As `seglab.evaluate.evaluate_run` does for a model: the masks into RUN/predictions/test,
-    the metrics into RUN/evaluation."""
+def evaluate_cases(segmenter: Segmenter, cases: list[Case], plan: Plan, run: Run,
+                   steps: list[dict[str, Any]] | None = None, into: str = EVALUATION) -> dict:
+    """As `seglab.evaluate.evaluate_run` does for a model: the masks, with the post-processing
+    `steps` applied, into RUN/predictions/test (test-<into> for another folder), the metrics into
+    RUN/<into>, with the ROC AUC of the method's score where it has one (`Segmenter.score`)."""
     value_map = output_value_map(plan)
-    per_case = []
+    masks = run.path / "predictions" / ("test" if into == EVALUATION else f"test-{into}")
+    per_case, scored = [], []
     for case in cases:
-        mask = _segment(segmenter, case)
-        write_mask(mask, case, run.path / "predictions" / "test", value_map)
+        mask = postprocess.apply(_segment(segmenter, case), steps or [])
+        write_mask(mask, case, masks, value_map)
         scores = evaluate_case(mask, case.label, plan.classes, case.spacing, case.roi, IGNORE_INDEX)
         per_case.append({"case": case.case_id, **scores})
+        score = segmenter.score(case.image, case.roi)
+        if score is not None:
+            scored.append(({1: score}, case.label, case.roi))
     summary = summarize(per_case)
-    write_tables(per_case, summary, run.path / "evaluation")
+    if scored:
+        summary["roc_auc"] = roc_auc_classes(scored, plan.classes, IGNORE_INDEX)
+    write_tables(per_case, summary, run.path / into)
     return summary
 
 
-def fit_and_measure(run: Run) -> dict[str, Any]:
+def fit_and_measure(run: Run, postprocessed: str | None = None) -> dict[str, Any]:
     """A classical method's `seglab compare` row: fitted on the run's training cases (the fitting
     time stands for the training time), evaluated on its test split, and timed over the test
-    images in memory (after the evaluation, which served as the warm-up)."""
+    images in memory (after the evaluation, which served as the warm-up).
+
+    With `postprocessed` (a folder name), also the hybrid: post-processing chosen on the
+    validation cases, the test split scored with it into RUN/<postprocessed>, and timed; its
+    measurements are the result's "postprocessed" entry."""
     plan = run.plan()
     split = run.read_json("split.json")
     dataset = open_dataset(run)
     segmenter = create(plan.model["name"], **plan.model["classical"])
     fitted, fit_s = fit_on_split(segmenter, dataset, split, plan.n_classes)
+    segmenter = fitted.segmenter
     tests = _load(dataset, split["test"])
-    evaluate_cases(fitted.segmenter, tests, plan, run)
-    started = time.perf_counter()
-    for case in tests:
-        fitted.segmenter.segment(case.image, case.roi)
-    images_per_s = len(tests) / (time.perf_counter() - started)
+    evaluate_cases(segmenter, tests, plan, run)
+    result = {"train_s": round(fit_s, 3), "fit_cases": fitted.cases,
+              "fit_dice": round(fitted.dice, 4), "params_m": None, "peak_gpu_mb": None,
+              "images_per_s": _images_per_s(segmenter, tests, []),
+              "params": segmenter.describe()}
     run.write_json("run.json", {**run.read_json("run.json"), "device": "cpu"})
-    return {"train_s": round(fit_s, 3), "fit_cases": fitted.cases,
-            "fit_dice": round(fitted.dice, 4), "params_m": None, "peak_gpu_mb": None,
-            "images_per_s": round(images_per_s, 3), "params": fitted.segmenter.describe()}
+    if postprocessed:
+        started = time.perf_counter()
+        choice = choose_postprocessing_for(run, lambda case: _segment(segmenter, case))
+        choose_s = time.perf_counter() - started
+        evaluate_cases(segmenter, tests, plan, run, choice["steps"], into=postprocessed)
+        result["postprocessed"] = {
+            "status": "ok", "train_s": round(fit_s + choose_s, 3), "choice": choice,
+            "images_per_s": _images_per_s(segmenter, tests, choice["steps"])}
+    return result
+
+
+def _images_per_s(segmenter: Segmenter, cases: list[Case], steps: list[dict[str, Any]]) -> float:
+    started = time.perf_counter()
+    for case in cases:
+        postprocess.apply(segmenter.segment(case.image, case.roi), steps)
+    return round(len(cases) / (time.perf_counter() - started), 3)

@@ -98,7 +98,11 @@ class Adaptive(Segmenter):
     }
     grid = {"block_size": [15, 31, 63], "offset": [-0.04, -0.02, 0.0, 0.02, 0.04]}
 
-    def partition(self, x: Inputs) -> np.ndarray:
+    def response(self, x: Inputs) -> np.ndarray:
+        """How far each pixel stands above its threshold (the local mean minus the offset)."""
         local = threshold_local(x.filled, self.values["block_size"], self.values["method"],
                                 self.values["offset"])
-        return (x.intensity > local).astype(np.uint8)
+        return x.intensity - local
+
+    def partition(self, x: Inputs) -> np.ndarray:
+        return (self.response(x) > 0).astype(np.uint8)

@@ -5,7 +5,7 @@ over cases, and their tables. See docs/metrics.md for each definition, source an
 from seglab.metrics.binary import (COUNT_METRICS, DEFAULT_NSD_TOLERANCE, METRICS, SURFACE_METRICS,
                                    binary_metrics)
 from seglab.metrics.case import confusion_matrix, evaluate_case
-from seglab.metrics.roc import roc_auc, roc_auc_cases
+from seglab.metrics.roc import roc_auc, roc_auc_cases, roc_auc_classes
 from seglab.metrics.summary import AGGREGATES, summarize
 from seglab.metrics.tables import format_summary_table, write_tables
 
@@ -21,6 +21,7 @@ __all__ = [
     "format_summary_table",
     "roc_auc",
     "roc_auc_cases",
+    "roc_auc_classes",
     "summarize",
     "write_tables",
 ]

@@ -79,3 +79,32 @@ def roc_auc_cases(cases: Iterable[tuple[Any, Any, Any | None]]) -> dict[str, Any
         "undefined": int(values.size - defined.size),
         "pooled": _auc(np.concatenate(all_scores), np.concatenate(all_labels)),
     }
+
+
+def roc_auc_classes(cases: Iterable[tuple[dict[int, Any], Any, Any | None]],
+                    classes: list[str], ignore_label: int | None = None) -> dict[str, Any]:
+    """ROC AUC per foreground class, one class against the rest, over (scores, ref, roi) cases:
+    `scores` maps a class index to that class's probability (or any score) map, and `ref` is the
+    integer label map; pixels outside `roi` or labelled `ignore_label` are not counted.
+
+    Returns {"classes": {name: roc_auc_cases(...) of that class}, "pooled_mean": the mean over
+    the classes of their pooled AUC (NaN when none is defined)}; the classes scored are those
+    every case has a map for.
+    """
+    cases = list(cases)
+    if not cases:
+        raise SeglabError("roc_auc_classes got no cases")
+    indices = sorted(set.intersection(*(set(scores) for scores, _, _ in cases)))
+    result: dict[str, Any] = {"classes": {}}
+    for k in indices:
+        triples = []
+        for scores, ref, roi in cases:
+            ref = np.asarray(ref)
+            counted = np.ones(ref.shape, bool) if roi is None else np.asarray(roi, dtype=bool)
+            if ignore_label is not None:
+                counted = counted & (ref != ignore_label)
+            triples.append((scores[k], ref == k, counted))
+        result["classes"][classes[k]] = roc_auc_cases(triples)
+    pooled = [c["pooled"] for c in result["classes"].values() if not np.isnan(c["pooled"])]
+    result["pooled_mean"] = float(np.mean(pooled)) if pooled else NAN
+    return result

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 METRIC_COLUMNS = ("dice", "iou", "pixel_accuracy", "precision", "recall", "f1")
 CSV_COLUMNS = ("model", "status", *(f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "std")),
-               "test_cases", "train_s", "epochs", "steps", "peak_ram_mb", "peak_gpu_mb",
+               "roc_auc", "test_cases", "train_s", "epochs", "steps", "peak_ram_mb", "peak_gpu_mb",
                "params_m", "images_per_s", "device", "compute_precision", "settings", "reason",
                "run")
 # (key, chart title, key of the error bar)
@@ -66,12 +66,15 @@ COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("model", lambda row: row["model"]), ("status", lambda row: row["status"]),
     ("Dice", _metric("dice")), ("IoU", _metric("iou")), ("pixel acc.", _metric("pixel_accuracy")),
     ("precision", _metric("precision")), ("recall", _metric("recall")), ("F1", _metric("f1")),
+    ("ROC AUC", _number("roc_auc", 4)),
     ("train (s)", _number("train_s", 1)), ("epochs / steps", _budget),
     ("peak RAM (MB)", _number("peak_ram_mb", 0)), ("peak GPU (MB)", _number("peak_gpu_mb", 0)),
     ("params (M)", _params), ("images/s", _number("images_per_s", 2)),
     ("device", _device), ("settings", _settings))
 LEGEND = ("Metrics: mean ± std over the {test} test cases of the mean over the foreground "
-          "classes. train (s): time in the training loop (validation excluded); epochs / steps done; peak "
+          "classes. ROC AUC: of the model's probability map (a classical method's score) against the "
+          "reference, all test pixels (inside the ROI) pooled, mean over the foreground classes. "
+          "train (s): time in the training loop (validation excluded); epochs / steps done; peak "
           "RAM: the resident memory of the model's own process; images/s: test images (volumes) "
           "through the whole prediction.")
 SHORT = ("model", "status", "Dice", "IoU", "F1", "train (s)", "epochs / steps", "peak RAM (MB)",

@@ -1,0 +1,52 @@
+"""Evaluating a run: the test split's masks scored, and the ROC AUC of its probability maps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
+
+from seglab import api
+from seglab.data.io import read_label
+from seglab.evaluate import evaluate_run
+from tests.test_train import TINY_2D
+
+
+def test_the_roc_auc_is_that_of_the_probability_maps_predict_writes(
+        png_dataset: Path, tmp_path: Path) -> None:
+    run = api.train(png_dataset, tmp_path / "run", TINY_2D, progress=False, evaluate=False)
+    summary = evaluate_run(run)
+    test = run.read_json("split.json")["test"]
+    api.predict(run.path, [png_dataset / "images" / f"{case}.png" for case in test],
+                tmp_path / "pred", probabilities=True)
+    expected = []
+    for case in test:
+        foreground = np.load(tmp_path / "pred" / f"{case}_probs.npz")["probabilities"][1]
+        truth = read_label(png_dataset / "labels" / f"{case}.png") > 0
+        expected.append(roc_auc_score(truth.ravel(), foreground.ravel()))
+    (auc,) = summary["roc_auc"]["classes"].values()
+    np.testing.assert_allclose(auc["per_case"], expected, atol=1e-6)
+    assert summary["roc_auc"]["pooled_mean"] == auc["pooled"]
+    written = json.loads((run.path / "evaluation" / "metrics.json").read_text())["summary"]
+    assert written["roc_auc"]["classes"][run.plan().classes[1]]["per_case"] == auc["per_case"]
+
+
+def test_another_folder_keeps_the_runs_own_evaluation_and_applies_the_steps_given(
+        png_dataset: Path, tmp_path: Path) -> None:
+    run = api.train(png_dataset, tmp_path / "run", TINY_2D, progress=False, evaluate=False)
+    own = evaluate_run(run)
+    report = (run.path / "report.html").stat().st_mtime_ns
+    steps = [{"op": "fill_holes", "class": 1}, {"op": "largest_component", "class": 1}]
+    other = evaluate_run(run, steps=steps, into="evaluation-filled")
+    assert (run.path / "report.html").stat().st_mtime_ns == report
+    kept = json.loads((run.path / "evaluation" / "metrics.json").read_text())["summary"]
+    assert kept["mean"]["dice"] == own["mean"]["dice"]
+    masks = sorted((run.path / "predictions" / "test-evaluation-filled").iterdir())
+    assert len(masks) == len(run.read_json("split.json")["test"])
+    for path in masks:
+        mask = read_label(path) > 0
+        assert ndimage.label(mask, np.ones((3, 3)))[1] <= 1  # the largest component only
+    assert other["n_cases"] == own["n_cases"]
