@@ -22,7 +22,7 @@ from real_data import COMMON
 from seglab import api
 
 WORKDIR = ROOT / "runs" / "benchmarks"
-METHODS = ["otsu", "adaptive", "kmeans", "watershed", "unet"]
+METHODS = ["otsu", "adaptive", "kmeans", "watershed", "vesselness", "unet"]
 DATASETS = {
     "chasedb1": {
         "data": ROOT / "examples" / "chasedb1.yaml",
@@ -83,7 +83,7 @@ def _auc_line(comparison: dict) -> str:
     scored = [f"{row['model']} {row['roc_auc']:.4f}" for row in comparison["rows"]
               if row.get("roc_auc") is not None]
     return ("ROC AUC of each method's own scores (the U-Net's probability map; a classical "
-            "method's intensity or local contrast), test pixels pooled: " + ", ".join(scored) + ".")
+            "method's intensity, local contrast or vesselness), test pixels pooled: " + ", ".join(scored) + ".")
 
 
 def main() -> None:

@@ -40,6 +40,34 @@ def test_fill_holes_fills_enclosed_background_but_not_other_classes() -> None:
     assert (out == 1).sum() == 49 - 1 and out[4, 4] == 2
 
 
+def _loop_with_a_pinhole() -> np.ndarray:
+    """A vessel-like loop enclosing 100 background pixels, its wall pierced by a 1-pixel hole."""
+    mask = np.zeros((16, 16), np.uint8)
+    mask[1:15, 1:15] = 1
+    mask[4:12, 4:12] = 0  # the loop's inside: 64 pixels
+    mask[2, 7] = 0  # a pinhole in the wall
+    return mask
+
+
+def test_fill_holes_with_a_size_fills_only_the_smaller_holes() -> None:
+    loop = _loop_with_a_pinhole()
+    out = postprocess.apply(loop, [{"op": "fill_holes", "class": 1, "max_size": 10}])
+    assert out[2, 7] == 1 and (out[4:12, 4:12] == 0).all()
+    filled = postprocess.apply(loop, [{"op": "fill_holes", "class": 1}])
+    assert filled[2, 7] == 1 and filled[4:12, 4:12].all()
+
+
+def test_candidates_fill_only_holes_smaller_than_the_references_own() -> None:
+    reference = np.zeros((16, 16), np.uint8)
+    reference[1:15, 1:15] = 1
+    reference[4:12, 4:12] = 0  # the references enclose 64-pixel regions
+    steps = postprocess.candidates([reference], 2)
+    assert {"op": "fill_holes", "class": 1, "max_size": 32} in steps
+    disc = np.zeros((16, 16), np.uint8)
+    disc[4:12, 4:12] = 1
+    assert {"op": "fill_holes", "class": 1} in postprocess.candidates([disc], 2)
+
+
 def test_split_touching_separates_two_overlapping_discs_in_3d_and_2d() -> None:
     for shape in ((40, 60), (20, 40, 60)):
         grid = np.indices(shape)

@@ -36,9 +36,13 @@ def remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:
                                            connectivity=mask.ndim)
 
 
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Background regions enclosed by the mask become mask."""
-    return ndimage.binary_fill_holes(mask)
+def fill_holes(mask: np.ndarray, max_size: int | None = None) -> np.ndarray:
+    """Background regions enclosed by the mask become mask: all of them, or only those smaller
+    than `max_size` pixels (face-connected regions, the complement of the mask's full
+    connectivity)."""
+    if max_size is None:
+        return ndimage.binary_fill_holes(mask)
+    return morphology.remove_small_holes(mask.astype(bool), max_size=max_size - 1)
 
 
 def split_touching(mask: np.ndarray, min_distance: int = 3) -> np.ndarray:
@@ -78,22 +82,35 @@ def apply(mask: np.ndarray, steps: Sequence[dict[str, Any]]) -> np.ndarray:
 
 
 def candidates(references: Sequence[np.ndarray], n_classes: int) -> list[dict[str, Any]]:
-    """The steps worth trying for each foreground class; `remove_small` drops objects under half
-    the 5th percentile of the reference objects' sizes."""
+    """The steps worth trying for each foreground class. `remove_small` drops objects under half
+    the 5th percentile of the reference objects' sizes; `fill_holes` fills every hole where the
+    references have none, else only holes under half the 5th percentile of theirs (vessel trees
+    enclose background: filling those loops would add whole regions)."""
     steps: list[dict[str, Any]] = []
     for k in range(1, n_classes):
         sizes = [s for ref in references for s in _component_sizes(ref == k)]
+        holes = [s for ref in references for s in _hole_sizes(ref == k)]
         steps.append({"op": "largest_component", "class": k})
         if sizes:
             steps.append({"op": "remove_small", "class": k,
                           "min_size": max(2, int(0.5 * np.percentile(sizes, 5)))})
-        steps.append({"op": "fill_holes", "class": k})
+        if holes:
+            steps.append({"op": "fill_holes", "class": k,
+                          "max_size": max(2, int(0.5 * np.percentile(holes, 5)))})
+        else:
+            steps.append({"op": "fill_holes", "class": k})
         steps.append({"op": "split_touching", "class": k})
     return steps
 
 
-def _component_sizes(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
+def _hole_sizes(mask: np.ndarray) -> np.ndarray:
+    """Sizes of the background regions the mask encloses (face-connected)."""
+    return _component_sizes(ndimage.binary_fill_holes(mask) & ~mask, connectivity=1)
+
+
+def _component_sizes(mask: np.ndarray, connectivity: int | None = None) -> np.ndarray:
+    structure = ndimage.generate_binary_structure(mask.ndim, connectivity or mask.ndim)
+    labels, count = ndimage.label(mask, structure=structure)
     return np.bincount(labels.ravel())[1:] if count else np.zeros(0, int)
 
 

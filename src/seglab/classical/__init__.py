@@ -18,6 +18,7 @@ grid of the method's own parameters, by Dice). Every method takes `channel`, `po
 | watershed | 2, 3 | Beucher and Meyer 1993, marker-based | skimage watershed, sobel |
 | random_walker | 2, 3 | Grady, IEEE TPAMI 2006 | skimage random_walker |
 | slic | 2, 3 | Achanta et al., IEEE TPAMI 2012, per-superpixel vote | skimage slic |
+| vesselness | 2, 3 | Frangi et al., MICCAI 1998, top fraction of the response | skimage frangi |
 """
 
 from __future__ import annotations
@@ -74,4 +75,4 @@ def create(name: str, **params: Any) -> Segmenter:
 
 
 # The methods register themselves on import.
-from seglab.classical import clustering, regions, thresholds  # noqa: E402,F401
+from seglab.classical import clustering, regions, ridges, thresholds  # noqa: E402,F401
