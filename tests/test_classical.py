@@ -178,7 +178,7 @@ def test_region_growing_grows_only_the_object_under_the_user_point() -> None:
 @pytest.mark.parametrize("call, expected", [
     (lambda: classical.create("nope"), "classical method 'nope' is not registered (available: "
                                        "adaptive, kmeans, li, multiotsu, otsu, random_walker, "
-                                       "region_growing, slic, triangle, watershed)"),
+                                       "region_growing, slic, triangle, vesselness, watershed)"),
     (lambda: classical.create("otsu", bogus=1),
      "otsu: unknown parameter 'bogus' (its parameters: channel, polarity, classes, mapping)"),
     (lambda: classical.create("adaptive", block_size=30),

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
@@ -27,11 +28,14 @@ def test_the_roc_auc_is_that_of_the_probability_maps_predict_writes(
         foreground = np.load(tmp_path / "pred" / f"{case}_probs.npz")["probabilities"][1]
         truth = read_label(png_dataset / "labels" / f"{case}.png") > 0
         expected.append(roc_auc_score(truth.ravel(), foreground.ravel()))
-    (auc,) = summary["roc_auc"]["classes"].values()
-    np.testing.assert_allclose(auc["per_case"], expected, atol=1e-6)
-    assert summary["roc_auc"]["pooled_mean"] == auc["pooled"]
-    written = json.loads((run.path / "evaluation" / "metrics.json").read_text())["summary"]
-    assert written["roc_auc"]["classes"][run.plan().classes[1]]["per_case"] == auc["per_case"]
+    name = run.plan().classes[1]
+    written = json.loads((run.path / "evaluation" / "metrics.json").read_text())
+    per_case = [case["classes"][name]["roc_auc"] for case in written["per_case"]]
+    np.testing.assert_allclose(per_case, expected, atol=1e-6)
+    auc = written["summary"]["roc_auc"][name]
+    assert auc["mean"] == pytest.approx(np.mean(expected)) and auc["n"] == len(test)
+    assert auc == summary["roc_auc"][name]
+    assert 0 <= auc["pooled"] <= 1
 
 
 def test_another_folder_keeps_the_runs_own_evaluation_and_applies_the_steps_given(

@@ -18,6 +18,7 @@ from seglab.metrics import (
     confusion_matrix,
     evaluate_case,
     format_summary_table,
+    add_roc_auc,
     roc_auc,
     roc_auc_cases,
     roc_auc_classes,
@@ -480,16 +481,28 @@ def test_roc_auc_classes_scores_each_class_against_the_rest_without_ignored_pixe
     ref = np.array([0, 1, 2, 255])
     scores = {1: np.array([0.1, 0.9, 0.2, 0.0]), 2: np.array([0.3, 0.2, 0.1, 0.9])}
     result = roc_auc_classes([(scores, ref, None)], ["bg", "a", "b"], ignore_label=255)
-    assert list(result["classes"]) == ["a", "b"]
-    assert result["classes"]["a"]["pooled"] == 1.0  # 0.9 above 0.1 and 0.2
+    assert list(result) == ["a", "b"]
+    assert result["a"]["pooled"] == 1.0  # 0.9 above 0.1 and 0.2
     # b's positive (0.1) is below both counted negatives; the ignored 0.9 is not one of them
-    assert result["classes"]["b"]["pooled"] == 0.0
-    assert result["pooled_mean"] == pytest.approx(0.5)
+    assert result["b"]["pooled"] == 0.0
 
 
 def test_roc_auc_classes_scores_only_the_classes_every_case_has_a_map_for():
     ref = np.array([[0, 1], [1, 0]])
     cases = [({1: np.array([[0.1, 0.8], [0.7, 0.2]]), 2: np.zeros((2, 2))}, ref, None),
-             ({1: np.array([[0.1, 0.8], [0.3, 0.2]])}, ref, np.array([[1, 1], [0, 1]]))]
+             ({1: np.array([[0.1, 0.8], [0.9, 0.2]])}, ref, np.array([[1, 1], [0, 1]]))]
     result = roc_auc_classes(cases, ["bg", "a", "b"])
-    assert list(result["classes"]) == ["a"] and result["classes"]["a"]["per_case"] == [1.0, 1.0]
+    assert list(result) == ["a"] and result["a"]["per_case"] == [1.0, 1.0]
+
+
+def test_add_roc_auc_puts_each_cases_auc_beside_its_class_metrics_and_keeps_the_totals():
+    ref = np.array([0, 1, 1, 0])
+    per_case = [{"case": name, "classes": {"bg": {}, "a": {"dice": 1.0}}} for name in "xy"]
+    cases = [({1: np.array([0.1, 0.9, 0.8, 0.2])}, ref, None),
+             ({1: np.array([0.9, 0.1, 0.8, 0.2])}, ref, None)]
+    summary = add_roc_auc(per_case, roc_auc_classes(cases, ["bg", "a"]))
+    # y: of its 4 positive/negative pairs only 0.8 > 0.2 is ranked right
+    assert [case["classes"]["a"]["roc_auc"] for case in per_case] == [1.0, 0.25]
+    # pooled, positives 0.9 0.8 0.1 0.8 over negatives 0.1 0.2 0.9 0.2: 3.5 + 3 + 0.5 + 3 of 16
+    assert summary == {"a": {"mean": 0.625, "n": 2, "undefined": 0, "pooled": 10 / 16}}
+    assert "roc_auc" not in per_case[0]["classes"]["bg"]

@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="*", help="image files, volumes, folders")
     predict.add_argument("--method", help="segment with a classical method instead of a run: "
                                           "otsu, multiotsu, li, triangle, adaptive, kmeans, "
-                                          "region_growing, watershed, random_walker, slic")
+                                          "region_growing, watershed, random_walker, slic, "
+                                          "vesselness")
     predict.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
                          help="a --method parameter, e.g. --set channel=1 --set block_size=31 "
                               "(an unknown one lists the method's parameters)")

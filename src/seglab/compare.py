@@ -354,8 +354,9 @@ def _row(name: str, path: Path | None, measured: dict[str, Any],
     stats["pixel_accuracy"] = summary["pixel_accuracy"]
     for metric, values in stats.items():
         row[f"{metric}_mean"], row[f"{metric}_std"] = values["mean"], values["std"]
+    pooled = [c["pooled"] for c in summary.get("roc_auc", {}).values() if c["pooled"] is not None]
     if folder == EVALUATION:
-        row["roc_auc"] = summary.get("roc_auc", {}).get("pooled_mean")
+        row["roc_auc"] = sum(pooled) / len(pooled) if pooled else None
     info = run.read_json("run.json")
     row.update({k: v for k, v in measured.items()
                 if k not in ("status", "reason", "traceback", "choice", "postprocessed")})

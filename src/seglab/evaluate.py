@@ -14,7 +14,8 @@ from seglab.data.loading import load_case, map_label_values
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.infer import load_model, output_value_map, postprocessing_steps, predict_case
-from seglab.metrics import evaluate_case, roc_auc_classes, summarize, write_tables
+from seglab.metrics import (add_roc_auc, evaluate_case, roc_auc_classes, summarize,
+                            write_tables)
 from seglab.report.run_page import write_report
 from seglab.run import Run
 from seglab.train.setup import open_dataset
@@ -53,7 +54,8 @@ def evaluate_run(run: Run, precision: Precision | None = None,
         per_case.append({"case": case_id, **scores})
         scored.append(({k: probs[k] for k in range(1, plan.n_classes)}, case.label, case.roi))
     summary = summarize(per_case)
-    summary["roc_auc"] = roc_auc_classes(scored, plan.classes, IGNORE_INDEX)
+    summary["roc_auc"] = add_roc_auc(per_case, roc_auc_classes(scored, plan.classes,
+                                                               IGNORE_INDEX))
     write_tables(per_case, summary, run.path / into)
     if into == EVALUATION:
         write_report(run)

@@ -24,7 +24,8 @@ from seglab.errors import SeglabError
 from seglab.evaluate import EVALUATION
 from seglab.infer import (choose_postprocessing_for, expand_inputs, output_value_map,
                            read_inputs)
-from seglab.metrics import evaluate_case, roc_auc_classes, summarize, write_tables
+from seglab.metrics import (add_roc_auc, evaluate_case, roc_auc_classes, summarize,
+                            write_tables)
 from seglab.plan import Plan, make_plan
 from seglab.run import Run
 from seglab.train.setup import open_dataset, planned_split
@@ -117,7 +118,8 @@ def evaluate_cases(segmenter: Segmenter, cases: list[Case], plan: Plan, run: Run
             scored.append(({1: score}, case.label, case.roi))
     summary = summarize(per_case)
     if scored:
-        summary["roc_auc"] = roc_auc_classes(scored, plan.classes, IGNORE_INDEX)
+        summary["roc_auc"] = add_roc_auc(per_case, roc_auc_classes(scored, plan.classes,
+                                                                   IGNORE_INDEX))
     write_tables(per_case, summary, run.path / into)
     return summary
 

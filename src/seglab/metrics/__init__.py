@@ -5,11 +5,12 @@ over cases, and their tables. See docs/metrics.md for each definition, source an
 from seglab.metrics.binary import (COUNT_METRICS, DEFAULT_NSD_TOLERANCE, METRICS, SURFACE_METRICS,
                                    binary_metrics)
 from seglab.metrics.case import confusion_matrix, evaluate_case
-from seglab.metrics.roc import roc_auc, roc_auc_cases, roc_auc_classes
+from seglab.metrics.roc import add_roc_auc, roc_auc, roc_auc_cases, roc_auc_classes
 from seglab.metrics.summary import AGGREGATES, summarize
 from seglab.metrics.tables import format_summary_table, write_tables
 
 __all__ = [
+    "add_roc_auc",
     "AGGREGATES",
     "COUNT_METRICS",
     "DEFAULT_NSD_TOLERANCE",

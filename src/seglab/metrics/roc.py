@@ -87,15 +87,14 @@ def roc_auc_classes(cases: Iterable[tuple[dict[int, Any], Any, Any | None]],
     `scores` maps a class index to that class's probability (or any score) map, and `ref` is the
     integer label map; pixels outside `roi` or labelled `ignore_label` are not counted.
 
-    Returns {"classes": {name: roc_auc_cases(...) of that class}, "pooled_mean": the mean over
-    the classes of their pooled AUC (NaN when none is defined)}; the classes scored are those
-    every case has a map for.
+    Returns {class name: roc_auc_cases(...) of that class} for the classes every case has a map
+    for.
     """
     cases = list(cases)
     if not cases:
         raise SeglabError("roc_auc_classes got no cases")
     indices = sorted(set.intersection(*(set(scores) for scores, _, _ in cases)))
-    result: dict[str, Any] = {"classes": {}}
+    result: dict[str, Any] = {}
     for k in indices:
         triples = []
         for scores, ref, roi in cases:
@@ -104,7 +103,16 @@ def roc_auc_classes(cases: Iterable[tuple[dict[int, Any], Any, Any | None]],
             if ignore_label is not None:
                 counted = counted & (ref != ignore_label)
             triples.append((scores[k], ref == k, counted))
-        result["classes"][classes[k]] = roc_auc_cases(triples)
-    pooled = [c["pooled"] for c in result["classes"].values() if not np.isnan(c["pooled"])]
-    result["pooled_mean"] = float(np.mean(pooled)) if pooled else NAN
+        result[classes[k]] = roc_auc_cases(triples)
     return result
+
+
+def add_roc_auc(per_case: list[dict[str, Any]], auc: dict[str, Any]) -> dict[str, Any]:
+    """`roc_auc_classes`'s result laid out as the evaluation tables take it: each case's AUC
+    written into `per_case` (evaluate_case's entries, same order) as the class's "roc_auc", and
+    returned per class without the per-case list, for the summary's "roc_auc" entry."""
+    for name, values in auc.items():
+        for case, value in zip(per_case, values["per_case"]):
+            case["classes"][name]["roc_auc"] = value
+    return {name: {k: v for k, v in values.items() if k != "per_case"}
+            for name, values in auc.items()}
