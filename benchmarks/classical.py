@@ -53,12 +53,13 @@ DATASETS = {
 }
 
 
-def benchmark(name: str, minutes: float) -> str:
+def benchmark(name: str, minutes: float, resume: bool) -> str:
     spec = DATASETS[name]
     out = WORKDIR / f"classical_{name}"
-    shutil.rmtree(out, ignore_errors=True)
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
     api.compare(spec["data"], METHODS, out, minutes=minutes, overrides=spec["overrides"],
-                postprocessing=True, progress=False)
+                postprocessing=True, progress=False, resume=resume)
     comparison = json.loads((out / "comparison.json").read_text())
     settings = ", ".join(f"{k}={json.dumps(v)}" for k, v in spec["overrides"].items())
     return "\n".join([
@@ -90,9 +91,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="+", choices=list(DATASETS))
     parser.add_argument("--minutes", type=float, default=10.0, help="U-Net training minutes")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the finished rows of the last run (delete a method's run "
+                             "folder to measure it again)")
     args = parser.parse_args()
     for name in args.datasets:
-        section = benchmark(name, args.minutes)
+        section = benchmark(name, args.minutes, args.resume)
         write_section("classical", name, section)
         print(section, flush=True)
 

@@ -162,6 +162,16 @@ def test_fitting_keeps_the_parameters_the_user_gave_and_tries_the_others() -> No
         fit_method(classical.create("otsu", classes=3), cases, 2)
 
 
+def test_fitting_never_maps_every_level_to_one_class() -> None:
+    """Labels unrelated to the image, 60% foreground: marking everything (Dice 0.75) would beat
+    any split of the intensities, and is no segmentation."""
+    rng = np.random.default_rng(7)
+    cases = [Case(f"n{i}", rng.normal(100, 10, (1, 32, 32)).astype(np.float32), (1.0, 1.0),
+                  label=(rng.random((32, 32)) < 0.6).astype(np.uint8)) for i in range(3)]
+    fitted = fit_method(classical.create("otsu"), cases, 2)
+    assert fitted.segmenter.mapping() in ([0, 1], [1, 0]) and fitted.dice < 0.7
+
+
 def test_region_growing_grows_only_the_object_under_the_user_point() -> None:
     image = np.full((40, 80), 60.0)
     yy, xx = np.mgrid[:40, :80]
