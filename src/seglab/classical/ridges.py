@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 from skimage.filters import frangi
 
 from seglab.classical import register
 from seglab.classical.base import Inputs, Segmenter, choice, integer, number
+
+# Fitting tries each `fraction` on the same images: the filter's response depends only on the
+# image (as scaled inside the ROI), the ridges' polarity and the scales, so the last few are kept.
+CACHED_RESPONSES = 16
+_RESPONSES: dict[tuple, np.ndarray] = {}
 
 
 @register
@@ -27,6 +34,7 @@ class Vesselness(Segmenter):
         "fraction": number(0.1, "the share of the ROI marked as foreground", 0.001, 0.9),
     }
     grid = {"ridges": ["bright", "dark"], "fraction": [0.06, 0.09, 0.12, 0.15]}
+    fit_cases = 3  # a few seconds per megapixel image, for each channel and polarity
 
     def default_mapping(self) -> list[int]:
         """Level 1, the strong response, is the foreground whatever the ridges' polarity."""
@@ -34,9 +42,18 @@ class Vesselness(Segmenter):
 
     def response(self, x: Inputs) -> np.ndarray:
         """The vesselness (0 outside the ROI, where the filter saw no rim)."""
-        sigmas = range(1, self.values["max_sigma"] + 1)
-        vesselness = frangi(x.filled, sigmas=sigmas, black_ridges=self.values["ridges"] == "dark")
-        return vesselness if x.roi is None else np.where(x.roi, vesselness, 0.0)
+        ridges, max_sigma = self.values["ridges"], self.values["max_sigma"]
+        digest = hashlib.blake2b(x.filled.tobytes(), digest_size=16)
+        if x.roi is not None:
+            digest.update(np.packbits(x.roi).tobytes())
+        key = (digest.digest(), x.filled.shape, ridges, max_sigma)
+        if key not in _RESPONSES:
+            vesselness = frangi(x.filled, sigmas=range(1, max_sigma + 1),
+                                black_ridges=ridges == "dark")
+            _RESPONSES[key] = vesselness if x.roi is None else np.where(x.roi, vesselness, 0.0)
+            while len(_RESPONSES) > CACHED_RESPONSES:
+                _RESPONSES.pop(next(iter(_RESPONSES)))
+        return _RESPONSES[key]
 
     def partition(self, x: Inputs) -> np.ndarray:
         response = self.response(x)
