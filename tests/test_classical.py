@@ -13,6 +13,7 @@ from PIL import Image
 
 from seglab import classical
 from seglab.case import Case
+from seglab.classical import ridges
 from seglab.classical.fit import fit_method
 from seglab.cli import main
 from seglab.errors import SeglabError
@@ -257,3 +258,15 @@ def test_the_predict_help_names_every_method(capsys) -> None:
         main(["predict", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert all(name in text for name in METHODS)
+
+
+def test_responses_are_kept_while_fitting_only(monkeypatch) -> None:
+    calls = []
+    original = ridges.frangi
+    monkeypatch.setattr(ridges, "frangi", lambda *a, **k: calls.append(1) or original(*a, **k))
+    cases = [dark_lines(s) for s in (1, 2)]
+    fitted = fit_method(classical.create("vesselness", max_sigma=2), cases, 2).segmenter
+    assert len(calls) == 2 * 2  # each image once per polarity, not once per fraction as well
+    fitted.segment(cases[0].image)
+    fitted.segment(cases[0].image)
+    assert len(calls) == 4 + 2  # outside fitting, every look filters again

@@ -4,6 +4,9 @@ output levels to classes."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -61,6 +64,23 @@ COMMON: dict[str, Param] = {
                      "default: from the polarity; fitting chooses it by Dice",
                      _is_mapping, "a list of class indices such as [0, 1]"),
 }
+
+
+_REMEMBERED: dict[tuple, np.ndarray] | None = None  # while fitting: see remembering_responses
+
+
+@contextmanager
+def remembering_responses() -> Iterator[None]:
+    """While fitting, a method may keep the costly part of its work that the parameters being
+    tried do not change (`Segmenter.remembered`): vesselness filters each image once per channel
+    and polarity, not once per `fraction`. Outside fitting nothing is kept, so that timings are
+    those of a first look at each image."""
+    global _REMEMBERED
+    _REMEMBERED = {}
+    try:
+        yield
+    finally:
+        _REMEMBERED = None
 
 
 @dataclass
@@ -181,6 +201,19 @@ class Segmenter:
         """The continuous map that a two-level method separates, level 1 at the high end: by
         default the intensity itself."""
         return x.intensity
+
+    def remembered(self, x: Inputs, key: tuple, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """`compute()`, kept while fitting for the same image (as scaled, with its ROI) and
+        `key` (the parameters it depends on)."""
+        if _REMEMBERED is None:
+            return compute()
+        digest = hashlib.blake2b(x.filled.tobytes(), digest_size=16)
+        if x.roi is not None:
+            digest.update(np.packbits(x.roi).tobytes())
+        full = (self.name, digest.digest(), x.filled.shape, *key)
+        if full not in _REMEMBERED:
+            _REMEMBERED[full] = compute()
+        return _REMEMBERED[full]
 
     def score(self, image: np.ndarray, roi: np.ndarray | None = None) -> np.ndarray | None:
         """A foreground score (*spatial, float) for ROC curves: the response, negated when the

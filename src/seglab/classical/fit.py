@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seglab.case import Case
-from seglab.classical.base import Segmenter, order_mapping
+from seglab.classical.base import Segmenter, order_mapping, remembering_responses
 from seglab.data.layouts import IGNORE_INDEX
 from seglab.errors import SeglabError
 
@@ -87,6 +87,19 @@ def fit_method(segmenter: Segmenter, cases: list[Case], classes: int,
                     min(max_cases, segmenter.fit_cases or max_cases))
     if not chosen:
         raise SeglabError(f"{name}: no labelled training cases to fit on")
+    with remembering_responses():
+        dice, combo, mapping = _best(segmenter, chosen, classes)
+    params = {**given, **combo, "classes": classes, "mapping": mapping}
+    for polarity in ("bright", "dark"):
+        if mapping == order_mapping(len(mapping), classes, polarity):
+            params["polarity"] = polarity
+    return Fitted(type(segmenter)(**params), dice, len(chosen))
+
+
+def _best(segmenter: Segmenter, chosen: list[Case], classes: int
+          ) -> tuple[float, dict, list[int]]:
+    """The best (Dice, grid values, level -> class map) over the grid and the maps."""
+    given = segmenter.given
     best: tuple[float, dict, list[int]] | None = None
     for combo in _grid(segmenter, chosen[0].channels):
         candidate = type(segmenter)(**{**given, **combo, "classes": classes})
@@ -97,9 +110,4 @@ def fit_method(segmenter: Segmenter, cases: list[Case], classes: int,
         top = int(np.argmax(scores))
         if best is None or scores[top] > best[0]:
             best = (float(scores[top]), combo, [int(v) for v in maps[top]])
-    dice, combo, mapping = best
-    params = {**given, **combo, "classes": classes, "mapping": mapping}
-    for polarity in ("bright", "dark"):
-        if mapping == order_mapping(len(mapping), classes, polarity):
-            params["polarity"] = polarity
-    return Fitted(type(segmenter)(**params), dice, len(chosen))
+    return best

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 from skimage.filters import frangi
 
 from seglab.classical import register
 from seglab.classical.base import Inputs, Segmenter, choice, integer, number
-
-# Fitting tries each `fraction` on the same images: the filter's response depends only on the
-# image (as scaled inside the ROI), the ridges' polarity and the scales, so the last few are kept.
-CACHED_RESPONSES = 16
-_RESPONSES: dict[tuple, np.ndarray] = {}
 
 
 @register
@@ -43,17 +36,13 @@ class Vesselness(Segmenter):
     def response(self, x: Inputs) -> np.ndarray:
         """The vesselness (0 outside the ROI, where the filter saw no rim)."""
         ridges, max_sigma = self.values["ridges"], self.values["max_sigma"]
-        digest = hashlib.blake2b(x.filled.tobytes(), digest_size=16)
-        if x.roi is not None:
-            digest.update(np.packbits(x.roi).tobytes())
-        key = (digest.digest(), x.filled.shape, ridges, max_sigma)
-        if key not in _RESPONSES:
-            vesselness = frangi(x.filled, sigmas=range(1, max_sigma + 1),
-                                black_ridges=ridges == "dark")
-            _RESPONSES[key] = vesselness if x.roi is None else np.where(x.roi, vesselness, 0.0)
-            while len(_RESPONSES) > CACHED_RESPONSES:
-                _RESPONSES.pop(next(iter(_RESPONSES)))
-        return _RESPONSES[key]
+
+        def vesselness() -> np.ndarray:
+            filtered = frangi(x.filled, sigmas=range(1, max_sigma + 1),
+                              black_ridges=ridges == "dark")
+            return filtered if x.roi is None else np.where(x.roi, filtered, 0.0)
+
+        return self.remembered(x, (ridges, max_sigma), vesselness)
 
     def partition(self, x: Inputs) -> np.ndarray:
         response = self.response(x)
