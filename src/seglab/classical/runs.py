@@ -32,6 +32,7 @@ from seglab.train.setup import open_dataset, planned_split
 
 FIT_CASES = 5  # labelled training images a method is fitted on, at most
 RECORD = "method.json"  # written beside the masks of `seglab predict --method`
+TIMING_SECONDS, TIMING_PASSES = 5.0, 5
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -157,7 +158,13 @@ def fit_and_measure(run: Run, postprocessed: str | None = None) -> dict[str, Any
 
 
 def _images_per_s(segmenter: Segmenter, cases: list[Case], steps: list[dict[str, Any]]) -> float:
-    started = time.perf_counter()
-    for case in cases:
-        postprocess.apply(segmenter.segment(case.image, case.roi), steps)
-    return round(len(cases) / (time.perf_counter() - started), 3)
+    """Test images per second, the median of passes over `cases` repeated until TIMING_SECONDS
+    have passed (at most TIMING_PASSES): the fast methods take a fraction of a second per pass,
+    which other processes on the machine can double."""
+    passes: list[float] = []
+    while len(passes) < TIMING_PASSES and sum(passes) < TIMING_SECONDS:
+        started = time.perf_counter()
+        for case in cases:
+            postprocess.apply(segmenter.segment(case.image, case.roi), steps)
+        passes.append(time.perf_counter() - started)
+    return round(len(cases) / float(np.median(passes)), 3)
