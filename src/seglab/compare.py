@@ -62,7 +62,7 @@ def compare_models(data: str | Path, names: list[str], out: str | Path,
                    precision: str = "auto", progress: bool = True, resume: bool = False,
                    compile: str = "auto", postprocessing: bool = False) -> Path:
     """Trains and evaluates each model in `names` into OUT/runs/<name>; returns OUT. With
-    `postprocessing`, each also gets a row "<name> + post-processing" (see `_postprocessed_row`)."""
+    `postprocessing`, each also gets a row "<name> + post-processing" (see `_rows`)."""
     out = Path(out)
     names = _check_names(names)
     overrides = {**(overrides or {}), **_budget(minutes, epochs, overrides or {})}
