@@ -506,3 +506,10 @@ def test_add_roc_auc_puts_each_cases_auc_beside_its_class_metrics_and_keeps_the_
     # pooled, positives 0.9 0.8 0.1 0.8 over negatives 0.1 0.2 0.9 0.2: 3.5 + 3 + 0.5 + 3 of 16
     assert summary == {"a": {"mean": 0.625, "n": 2, "undefined": 0, "pooled": 10 / 16}}
     assert "roc_auc" not in per_case[0]["classes"]["bg"]
+
+
+def test_format_summary_table_ends_with_each_classes_roc_auc_when_the_summary_has_it():
+    summary = summarize([{"case": "c", **evaluate_case(np.array([0, 1]), np.array([0, 1]), ["bg", "a"])}])
+    summary["roc_auc"] = {"a": {"pooled": 0.97524, "mean": 0.975, "n": 8, "undefined": 1}}
+    last = format_summary_table(summary).splitlines()[-1]
+    assert last == "ROC AUC a: 0.9752 pooled over the cases' pixels, 0.9750 mean over 8 cases (1 undef.)"

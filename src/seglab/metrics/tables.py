@@ -135,7 +135,8 @@ def format_summary_table(
     summary: dict[str, Any], metrics: Sequence[str] = ("dice", "iou", "precision", "recall", "hd95", "assd")
 ) -> str:
     """A plain-text table, one row per class plus `mean`, cells "mean ± std" (3 decimals), then
-    the macro_fg and micro_fg rows of the count metrics when the summary has them.
+    the macro_fg and micro_fg rows of the count metrics when the summary has them, and a line
+    per class with its ROC AUC when it has that.
 
     A cell notes how many cases (classes, for macro) were undefined, so NaNs are never hidden.
     """
@@ -148,4 +149,10 @@ def format_summary_table(
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join([*lines, f"({summary['n_cases']} cases)"])
+    lines.append(f"({summary['n_cases']} cases)")
+    for name, auc in summary.get("roc_auc", {}).items():
+        pooled, mean = ("n/a" if _missing(auc[k]) else f"{auc[k]:.4f}" for k in ("pooled", "mean"))
+        lines.append(f"ROC AUC {name}: {pooled} pooled over the cases' pixels, {mean} mean over "
+                     f"{auc['n']} cases" + (f" ({auc['undefined']} undef.)" if auc["undefined"]
+                                            else ""))
+    return "\n".join(lines)
