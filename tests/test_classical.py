@@ -116,11 +116,14 @@ def test_vesselness_finds_thin_dark_lines_under_uneven_light_where_otsu_fails() 
     case = dark_lines(0)
     fitted_otsu = fit_method(classical.create("otsu"), [dark_lines(s) for s in (1, 2)], 2)
     assert dice(fitted_otsu.segmenter.segment(case.image), case.label) < 0.5
-    fitted = fit_method(classical.create("vesselness", max_sigma=2),
-                        [dark_lines(s) for s in (1, 2)], 2)
+    cases = [dark_lines(s) for s in (1, 2)]
+    fitted = fit_method(classical.create("vesselness", max_sigma=2), cases, 2)
     assert fitted.segmenter.values["ridges"] == "dark" and fitted.segmenter.mapping() == [0, 1]
     assert dice(fitted.segmenter.segment(case.image), case.label) > 0.8
     assert roc_auc(fitted.segmenter.score(case.image), case.label) > 0.95
+    inverted = [Case(c.case_id, c.image, c.spacing, label=1 - c.label) for c in cases]
+    assert fit_method(classical.create("vesselness", max_sigma=2), inverted,
+                      2).segmenter.mapping() == [0, 1]  # the weak response is never the object
 
 
 def test_the_roi_alone_sets_the_thresholds_and_its_outside_is_background() -> None:

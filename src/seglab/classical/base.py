@@ -159,6 +159,9 @@ class Segmenter:
     params: ClassVar[dict[str, Param]] = {}
     grid: ClassVar[dict[str, list]] = {}
     fit_cases: ClassVar[int | None] = None  # fewer fitting images for the slow methods
+    # The level -> class map fitting keeps, for methods whose levels mean one thing only (a
+    # strong vesselness response is the vessel, never the background); None: fitting chooses.
+    fitted_mapping: ClassVar[list[int] | None] = None
 
     def __init__(self, **given: Any) -> None:
         allowed = {**COMMON, **self.params}

@@ -29,8 +29,9 @@ class Vesselness(Segmenter):
     grid = {"ridges": ["bright", "dark"], "fraction": [0.06, 0.09, 0.12, 0.15]}
     fit_cases = 3  # a few seconds per megapixel image, for each channel and polarity
 
+    fitted_mapping = [0, 1]  # the strong response is the foreground, dark ridges or bright
+
     def default_mapping(self) -> list[int]:
-        """Level 1, the strong response, is the foreground whatever the ridges' polarity."""
         return [0, 1]
 
     def response(self, x: Inputs) -> np.ndarray:
