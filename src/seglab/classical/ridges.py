@@ -26,7 +26,7 @@ class Vesselness(Segmenter):
                              "widest structure", low=1),
         "fraction": number(0.1, "the share of the ROI marked as foreground", 0.001, 0.9),
     }
-    grid = {"ridges": ["bright", "dark"], "fraction": [0.06, 0.09, 0.12, 0.15]}
+    grid = {"ridges": ["bright", "dark"], "fraction": [0.06, 0.09, 0.12, 0.16, 0.2, 0.25]}
     fit_cases = 3  # a few seconds per megapixel image, for each channel and polarity
 
     fitted_mapping = [0, 1]  # the strong response is the foreground, dark ridges or bright
