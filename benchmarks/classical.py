@@ -84,7 +84,8 @@ def _auc_line(comparison: dict) -> str:
     scored = [f"{row['model']} {row['roc_auc']:.4f}" for row in comparison["rows"]
               if row.get("roc_auc") is not None]
     return ("ROC AUC of each method's own scores (the U-Net's probability map; a classical "
-            "method's intensity, local contrast or vesselness), test pixels pooled: " + ", ".join(scored) + ".")
+            "method's intensity, local contrast or vesselness), test pixels pooled: "
+            f"{', '.join(scored)}.")
 
 
 def main() -> None:

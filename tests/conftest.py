@@ -54,18 +54,25 @@ def disc_image(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndar
     return np.clip(image, 0, 255).astype(np.uint8), mask.astype(np.uint8)
 
 
-@pytest.fixture
-def png_dataset(tmp_path: Path) -> Path:
-    """images/ + labels/ folders of 12 grey 40x48 PNGs with 0/255 masks."""
-    root = tmp_path / "pngs"
+def write_disc_dataset(root: Path, seed: int, specks: float = 0.0) -> Path:
+    """images/ + labels/ folders of 12 grey 40x48 PNG discs with 0/255 masks; `specks`: the
+    share of background pixels set bright (single-pixel noise a threshold keeps)."""
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     for index in range(12):
         image, mask = disc_image(rng, (40, 48))
+        if specks:
+            image[(rng.random(mask.shape) < specks) & (mask == 0)] = 230
         Image.fromarray(image).save(root / "images" / f"case{index:02d}.png")
         Image.fromarray(mask * 255).save(root / "labels" / f"case{index:02d}.png")
     return root
+
+
+@pytest.fixture
+def png_dataset(tmp_path: Path) -> Path:
+    """images/ + labels/ folders of 12 grey 40x48 PNGs with 0/255 masks."""
+    return write_disc_dataset(tmp_path / "pngs", seed=1)
 
 
 def nifti_affine() -> np.ndarray:

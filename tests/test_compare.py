@@ -9,14 +9,12 @@ import os
 import signal
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from torch import nn
 
 from seglab import api, compare, models
 from seglab.cli import main
-from tests.conftest import disc_image
+from tests.conftest import write_disc_dataset
 
 TINY = {"iterations_per_epoch": 2, "batch_size": 2, "model.widths": [4, 8, 16],
         "model.strides": [[2, 2], [2, 2]], "model.kernels": [[3, 3]] * 3, "patch_size": [32, 32]}
@@ -184,19 +182,9 @@ def test_classical_methods_get_rows_beside_the_models_fitted_on_the_same_split(
 
 @pytest.fixture
 def speckled_dataset(tmp_path: Path) -> Path:
-    """12 bright discs on a background sprinkled with bright single pixels, which a threshold
-    keeps and removing small objects cleans up."""
-    root = tmp_path / "speckled"
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    rng = np.random.default_rng(3)
-    for index in range(12):
-        image, mask = disc_image(rng, (40, 48))
-        specks = (rng.random(mask.shape) < 0.03) & (mask == 0)
-        image[specks] = 230
-        Image.fromarray(image).save(root / "images" / f"case{index:02d}.png")
-        Image.fromarray(mask * 255).save(root / "labels" / f"case{index:02d}.png")
-    return root
+    """Bright discs on a background sprinkled with bright single pixels, which a threshold keeps
+    and removing small objects cleans up."""
+    return write_disc_dataset(tmp_path / "speckled", seed=3, specks=0.03)
 
 
 def test_post_processing_rows_score_the_steps_chosen_on_validation_beside_the_plain_rows(

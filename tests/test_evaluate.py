@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-from seglab import api
+from seglab import api, evaluate
 from seglab.data.io import read_label
 from seglab.evaluate import evaluate_run
 from tests.test_train import TINY_2D
@@ -44,7 +44,7 @@ def test_another_folder_keeps_the_runs_own_evaluation_and_applies_the_steps_give
     own = evaluate_run(run)
     report = (run.path / "report.html").stat().st_mtime_ns
     steps = [{"op": "fill_holes", "class": 1}, {"op": "largest_component", "class": 1}]
-    other = evaluate_run(run, steps=steps, into="evaluation-filled")
+    other = evaluate_run(run, variants={"evaluation-filled": steps})
     assert (run.path / "report.html").stat().st_mtime_ns == report
     kept = json.loads((run.path / "evaluation" / "metrics.json").read_text())["summary"]
     assert kept["mean"]["dice"] == own["mean"]["dice"]
@@ -54,3 +54,21 @@ def test_another_folder_keeps_the_runs_own_evaluation_and_applies_the_steps_give
         mask = read_label(path) > 0
         assert ndimage.label(mask, np.ones((3, 3)))[1] <= 1  # the largest component only
     assert other["n_cases"] == own["n_cases"]
+
+
+def test_several_variants_are_scored_from_one_prediction_of_each_case(
+        png_dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    run = api.train(png_dataset, tmp_path / "run", TINY_2D, progress=False, evaluate=False)
+    predicted = []
+    original = evaluate.predict_case
+    monkeypatch.setattr(evaluate, "predict_case",
+                        lambda *a, **k: predicted.append(1) or original(*a, **k))
+    steps = [{"op": "largest_component", "class": 1}]
+    own = evaluate_run(run, variants={"evaluation": [], "evaluation-largest": steps})
+    test = run.read_json("split.json")["test"]
+    assert len(predicted) == len(test)
+    largest = json.loads((run.path / "evaluation-largest" / "metrics.json").read_text())
+    written = json.loads((run.path / "evaluation" / "metrics.json").read_text())
+    assert written["summary"]["mean"]["dice"] == own["mean"]["dice"]
+    assert largest["summary"]["roc_auc"] == written["summary"]["roc_auc"]
+    assert (run.path / "report.html").is_file()

@@ -509,7 +509,9 @@ def test_add_roc_auc_puts_each_cases_auc_beside_its_class_metrics_and_keeps_the_
 
 
 def test_format_summary_table_ends_with_each_classes_roc_auc_when_the_summary_has_it():
-    summary = summarize([{"case": "c", **evaluate_case(np.array([0, 1]), np.array([0, 1]), ["bg", "a"])}])
+    case = evaluate_case(np.array([0, 1]), np.array([0, 1]), ["bg", "a"])
+    summary = summarize([{"case": "c", **case}])
     summary["roc_auc"] = {"a": {"pooled": 0.97524, "mean": 0.975, "n": 8, "undefined": 1}}
     last = format_summary_table(summary).splitlines()[-1]
-    assert last == "ROC AUC a: 0.9752 pooled over the cases' pixels, 0.9750 mean over 8 cases (1 undef.)"
+    assert last == ("ROC AUC a: 0.9752 pooled over the cases' pixels, 0.9750 mean over 8 cases "
+                    "(1 undef.)")

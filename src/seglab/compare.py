@@ -41,7 +41,7 @@ from seglab.data.layouts import Dataset, find_dataset
 from seglab.data.loading import load_case
 from seglab.device import Precision
 from seglab.errors import SeglabError
-from seglab.evaluate import EVALUATION, evaluate_run
+from seglab.evaluate import EVALUATION, Steps, evaluate_run
 from seglab.infer import choose_postprocessing, load_model, predict_case
 from seglab.plan import Plan, make_plan
 from seglab.report.compare_page import format_csv, format_markdown, render_html
@@ -165,7 +165,7 @@ def _compare_one(name: str, path: Path, fingerprint: Fingerprint, split: dict[st
                  settings: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
     """One model's rows: kept from a finished run, or trained in a process of its own."""
     done = _measurements(path)
-    if done.get("status") == "ok" and (path / "evaluation" / "metrics.json").is_file():
+    if done.get("status") == "ok" and (path / EVALUATION / "metrics.json").is_file():
         return _rows(name, path, done)
     if path.exists():
         shutil.rmtree(path)  # unfinished or failed earlier: trained afresh, measured afresh
@@ -265,45 +265,50 @@ def _train_and_measure(run: Run, choices: tuple[str, str, str], postprocessing: 
     """`choices`: the user's device, precision and compile settings. The model's row scores the
     network's own masks; with `postprocessing`, the "postprocessed" entry measures the same
     network with the steps chosen on the validation cases (RUN/postprocessing.json, which
-    `seglab predict RUN` then applies too), scored into RUN/evaluation-postprocessed."""
+    `seglab predict RUN` then applies too), scored into RUN/evaluation-postprocessed from the
+    same predictions."""
     policy = Precision.choose(*choices)
     cuda = policy.device.type == "cuda"
     train_run(run, policy, progress)
-    evaluate_run(run, policy, steps=[])
-    images_per_s, params = _inference_speed(run, policy, [])
+    variants: dict[str, Steps] = {EVALUATION: []}
+    if postprocessing:
+        started = time.perf_counter()
+        choice = choose_postprocessing(run, policy)
+        choose_s = time.perf_counter() - started
+        variants[POSTPROCESSED] = choice["steps"]
+    evaluate_run(run, policy, variants)
+    speeds, params = _inference_speed(run, policy, list(variants.values()))
     last = run.log()[-1]
     measured = {
         "train_s": last["elapsed_s"], "epochs": last["epoch"], "steps": last["step"],
         "peak_ram_mb": _peak_ram_mb(),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
-        "params_m": round(params / 1e6, 6), "images_per_s": round(images_per_s, 3),
+        "params_m": round(params / 1e6, 6), "images_per_s": round(speeds[0], 3),
     }
     if postprocessing:
-        started = time.perf_counter()
-        choice = choose_postprocessing(run, policy)
-        choose_s = time.perf_counter() - started
-        evaluate_run(run, policy, steps=choice["steps"], into=POSTPROCESSED)
         measured["postprocessed"] = {
             "status": "ok", "train_s": round(last["elapsed_s"] + choose_s, 3), "choice": choice,
-            "images_per_s": round(_inference_speed(run, policy, choice["steps"])[0], 3)}
+            "images_per_s": round(speeds[1], 3)}
     return measured
 
 
 def _inference_speed(run: Run, policy: Precision,
-                     steps: list[dict[str, Any]]) -> tuple[float, int]:
-    """Test images (volumes) per second through the whole prediction and the post-processing
-    `steps`, read from memory; the evaluation just before served as the warm-up. Also the model's
-    parameter count."""
+                     variants: list[Steps]) -> tuple[list[float], int]:
+    """Test images (volumes) per second through the whole prediction and each variant's
+    post-processing steps, read from memory; the evaluation just before served as the warm-up.
+    Also the model's parameter count."""
     plan = run.plan()
     dataset = open_dataset(run)
     refs = {ref.case_id: ref for ref in dataset.cases}
     cases = [load_case(dataset, refs[i]) for i in run.read_json("split.json")["test"]]
     model = load_model(run, policy)
-    started = time.perf_counter()
-    for case in cases:
-        predict_case(model, case, plan, policy, steps)  # arrays on the CPU: synchronised
-    elapsed = time.perf_counter() - started
-    return len(cases) / elapsed, sum(p.numel() for p in model.parameters())
+    speeds = []
+    for steps in variants:
+        started = time.perf_counter()
+        for case in cases:
+            predict_case(model, case, plan, policy, steps)  # arrays on the CPU: synchronised
+        speeds.append(len(cases) / (time.perf_counter() - started))
+    return speeds, sum(p.numel() for p in model.parameters())
 
 
 def _measurements(path: Path) -> dict[str, Any]:

@@ -3,9 +3,14 @@ split, with the metrics of `seglab.metrics` written as CSV and JSON."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from seglab import postprocess
+from seglab.case import Case
 from seglab.data.inspect import inspect_dataset
 from seglab.data.io import (IMAGE_SUFFIXES, read_label, read_label_with_spacing, suffix_of,
                             write_mask)
@@ -21,19 +26,18 @@ from seglab.run import Run
 from seglab.train.setup import open_dataset
 
 EVALUATION = "evaluation"  # RUN/evaluation: the run's own scores, which its report shows
+Steps = list[dict[str, Any]]  # post-processing steps (`seglab.postprocess`)
+# A test case, its mask before post-processing, and the score map of each foreground class
+# (probabilities; None where the method gives none).
+Outputs = tuple[Case, np.ndarray, dict[int, np.ndarray] | None]
 
 
 def evaluate_run(run: Run, precision: Precision | None = None,
-                 steps: list[dict[str, Any]] | None = None,
-                 into: str = EVALUATION) -> dict[str, Any]:
-    """Predicts the run's test split into RUN/predictions/<test>, scores it into RUN/<into>, and
-    writes RUN/report.html (for the run's own evaluation).
-
-    `steps`: the post-processing applied to the masks, by default the run's chosen steps. Besides
-    the mask metrics, the summary holds the ROC AUC of each foreground class's probability map
-    (`roc_auc`: inside the ROI, per case and pooled over the cases); the test cases' probability
-    maps are kept for it until the end (4 bytes per voxel and foreground class).
-    """
+                 variants: dict[str, Steps] | None = None) -> dict[str, Any]:
+    """Predicts the run's test split once and scores it for each variant ({folder under RUN:
+    post-processing steps}; by default the run's own evaluation with its chosen steps), as
+    `score_variants` does; writes RUN/report.html when the run's own evaluation is among them.
+    Returns the first variant's summary."""
     plan = run.plan()
     test_ids = run.read_json("split.json")["test"]
     if not test_ids:
@@ -42,24 +46,51 @@ def evaluate_run(run: Run, precision: Precision | None = None,
     dataset = open_dataset(run)
     refs = {ref.case_id: ref for ref in dataset.cases}
     model = load_model(run, precision)
-    value_map = output_value_map(plan)
-    steps = postprocessing_steps(run) if steps is None else steps
-    masks = run.path / "predictions" / ("test" if into == EVALUATION else f"test-{into}")
-    per_case, scored = [], []
-    for case_id in test_ids:
-        case = load_case(dataset, refs[case_id])
-        mask, probs = predict_case(model, case, plan, precision, steps)
-        write_mask(mask, case, masks, value_map)
-        scores = evaluate_case(mask, case.label, plan.classes, case.spacing, case.roi, IGNORE_INDEX)
-        per_case.append({"case": case_id, **scores})
-        scored.append(({k: probs[k] for k in range(1, plan.n_classes)}, case.label, case.roi))
-    summary = summarize(per_case)
-    summary["roc_auc"] = add_roc_auc(per_case, roc_auc_classes(scored, plan.classes,
-                                                               IGNORE_INDEX))
-    write_tables(per_case, summary, run.path / into)
-    if into == EVALUATION:
+
+    def outputs() -> Iterator[Outputs]:
+        for case_id in test_ids:
+            case = load_case(dataset, refs[case_id])
+            mask, probs = predict_case(model, case, plan, precision)
+            yield case, mask, {k: probs[k] for k in range(1, plan.n_classes)}
+
+    summaries = score_variants(run, outputs(), variants or {EVALUATION: postprocessing_steps(run)})
+    if EVALUATION in summaries:
         write_report(run)
-    return summary
+    return next(iter(summaries.values()))
+
+
+def score_variants(run: Run, outputs: Iterable[Outputs],
+                   variants: dict[str, Steps]) -> dict[str, dict[str, Any]]:
+    """Each case's mask with each variant's post-processing steps written into
+    RUN/predictions/test (test-<folder> for a folder other than the run's own evaluation) and
+    scored into RUN/<folder>; returns {folder: summary}.
+
+    Besides the mask metrics, each summary holds the ROC AUC of every foreground class's score
+    map (`roc_auc`: inside the ROI, per case and pooled over the cases; post-processing changes
+    masks, not scores, so it is the same for every variant). The score maps are kept until the
+    end for it (4 bytes per voxel and foreground class)."""
+    plan = run.plan()
+    value_map = output_value_map(plan)
+    per_case: dict[str, list[dict[str, Any]]] = {folder: [] for folder in variants}
+    scored = []
+    for case, mask, scores in outputs:
+        for folder, steps in variants.items():
+            final = postprocess.apply(mask, steps)
+            masks = run.path / "predictions" / ("test" if folder == EVALUATION else
+                                                f"test-{folder}")
+            write_mask(final, case, masks, value_map)
+            per_case[folder].append({"case": case.case_id, **evaluate_case(
+                final, case.label, plan.classes, case.spacing, case.roi, IGNORE_INDEX)})
+        if scores is not None:
+            scored.append((scores, case.label, case.roi))
+    auc = roc_auc_classes(scored, plan.classes, IGNORE_INDEX) if scored else None
+    summaries = {}
+    for folder, cases in per_case.items():
+        summaries[folder] = summarize(cases)
+        if auc is not None:
+            summaries[folder]["roc_auc"] = add_roc_auc(cases, auc)
+        write_tables(cases, summaries[folder], run.path / folder)
+    return summaries
 
 
 def evaluate_folders(pred: Path, reference: Path, out: Path, classes: list[str] | None = None,

@@ -66,15 +66,16 @@ COMMON: dict[str, Param] = {
 }
 
 
-_REMEMBERED: dict[tuple, np.ndarray] | None = None  # while fitting: see remembering_responses
+_REMEMBERED: dict[tuple, np.ndarray] | None = None  # see remembering_responses
 
 
 @contextmanager
 def remembering_responses() -> Iterator[None]:
-    """While fitting, a method may keep the costly part of its work that the parameters being
-    tried do not change (`Segmenter.remembered`): vesselness filters each image once per channel
-    and polarity, not once per `fraction`. Outside fitting nothing is kept, so that timings are
-    those of a first look at each image."""
+    """While fitting or evaluating, a method may keep the costly part of its work that the
+    parameters being tried, or a second look, do not change (`Segmenter.remembered`): vesselness
+    filters each image once per channel and polarity, not once per `fraction`, and its score
+    reuses its segmentation's filtering. Nothing is kept otherwise, so that timings are those of
+    a first look at each image."""
     global _REMEMBERED
     _REMEMBERED = {}
     try:
@@ -159,9 +160,10 @@ class Segmenter:
     params: ClassVar[dict[str, Param]] = {}
     grid: ClassVar[dict[str, list]] = {}
     fit_cases: ClassVar[int | None] = None  # fewer fitting images for the slow methods
-    # The level -> class map fitting keeps, for methods whose levels mean one thing only (a
-    # strong vesselness response is the vessel, never the background); None: fitting chooses.
-    fitted_mapping: ClassVar[list[int] | None] = None
+    # The level -> class map of methods whose levels mean one thing only (a strong vesselness
+    # response is the vessel, never the background), by default and when fitted; None: by
+    # intensity order and polarity by default, chosen by Dice when fitted.
+    fixed_mapping: ClassVar[list[int] | None] = None
 
     def __init__(self, **given: Any) -> None:
         allowed = {**COMMON, **self.params}
@@ -185,7 +187,8 @@ class Segmenter:
         return 2
 
     def default_mapping(self) -> list[int]:
-        return order_mapping(self.n_levels, self.values["classes"], self.values["polarity"])
+        return self.fixed_mapping or order_mapping(self.n_levels, self.values["classes"],
+                                                   self.values["polarity"])
 
     def mapping(self) -> list[int]:
         return self.values["mapping"] or self.default_mapping()
@@ -206,8 +209,8 @@ class Segmenter:
         return x.intensity
 
     def remembered(self, x: Inputs, key: tuple, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        """`compute()`, kept while fitting for the same image (as scaled, with its ROI) and
-        `key` (the parameters it depends on)."""
+        """`compute()`, kept while fitting or evaluating for the same image (as scaled, with its
+        ROI) and `key` (the parameters it depends on)."""
         if _REMEMBERED is None:
             return compute()
         digest = hashlib.blake2b(x.filled.tobytes(), digest_size=16)

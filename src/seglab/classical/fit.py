@@ -45,8 +45,8 @@ def confusion(levels: np.ndarray, case: Case, n_levels: int, classes: int) -> np
 def candidate_maps(segmenter: Segmenter, classes: int) -> np.ndarray:
     """(maps, n_levels) level -> class maps worth scoring; never one class for every level, a
     constant mask (which can out-score a poor split: all-vessel has a Dice of 0.17 on CHASE_DB1)."""
-    if segmenter.values["mapping"] is not None or segmenter.fitted_mapping is not None:
-        return np.array([segmenter.values["mapping"] or segmenter.fitted_mapping])
+    if segmenter.values["mapping"] is not None or segmenter.fixed_mapping is not None:
+        return np.array([segmenter.values["mapping"] or segmenter.fixed_mapping])
     n = segmenter.n_levels
     if classes**n <= MAX_MAPS:
         return np.array([m for m in itertools.product(range(classes), repeat=n)

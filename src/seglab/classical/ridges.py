@@ -28,11 +28,7 @@ class Vesselness(Segmenter):
     }
     grid = {"ridges": ["bright", "dark"], "fraction": [0.06, 0.09, 0.12, 0.16, 0.2, 0.25]}
     fit_cases = 3  # a few seconds per megapixel image, for each channel and polarity
-
-    fitted_mapping = [0, 1]  # the strong response is the foreground, dark ridges or bright
-
-    def default_mapping(self) -> list[int]:
-        return [0, 1]
+    fixed_mapping = [0, 1]  # the strong response is the foreground, dark ridges or bright
 
     def response(self, x: Inputs) -> np.ndarray:
         """The vesselness (0 outside the ROI, where the filter saw no rim)."""

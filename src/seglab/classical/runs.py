@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +15,17 @@ import numpy as np
 from seglab import postprocess
 from seglab.case import Case
 from seglab.classical import create
-from seglab.classical.base import Segmenter
+from seglab.classical.base import Segmenter, remembering_responses
 from seglab.classical.fit import Fitted, fit_method, spread
 from seglab.data.inspect import inspect_dataset
 from seglab.data.io import read_image, write_mask, write_text_atomic
-from seglab.data.layouts import IGNORE_INDEX, Dataset, find_dataset
+from seglab.data.layouts import Dataset, find_dataset
 from seglab.data.loading import field_of_view, load_case
 from seglab.errors import SeglabError
-from seglab.evaluate import EVALUATION
+from seglab.evaluate import EVALUATION, Outputs, Steps, score_variants
 from seglab.infer import (choose_postprocessing_for, expand_inputs, output_value_map,
                            read_inputs)
-from seglab.metrics import (add_roc_auc, evaluate_case, roc_auc_classes, summarize,
-                            write_tables)
-from seglab.plan import Plan, make_plan
+from seglab.plan import make_plan
 from seglab.run import Run
 from seglab.train.setup import open_dataset, planned_split
 
@@ -101,28 +100,19 @@ def _segment(segmenter: Segmenter, case: Case) -> np.ndarray:
         raise SeglabError(f"{case.meta.get('path', case.case_id)}: {error}")
 
 
-def evaluate_cases(segmenter: Segmenter, cases: list[Case], plan: Plan, run: Run,
-                   steps: list[dict[str, Any]] | None = None, into: str = EVALUATION) -> dict:
-    """As `seglab.evaluate.evaluate_run` does for a model: the masks, with the post-processing
-    `steps` applied, into RUN/predictions/test (test-<into> for another folder), the metrics into
-    RUN/<into>, with the ROC AUC of the method's score where it has one (`Segmenter.score`)."""
-    value_map = output_value_map(plan)
-    masks = run.path / "predictions" / ("test" if into == EVALUATION else f"test-{into}")
-    per_case, scored = [], []
-    for case in cases:
-        mask = postprocess.apply(_segment(segmenter, case), steps or [])
-        write_mask(mask, case, masks, value_map)
-        scores = evaluate_case(mask, case.label, plan.classes, case.spacing, case.roi, IGNORE_INDEX)
-        per_case.append({"case": case.case_id, **scores})
-        score = segmenter.score(case.image, case.roi)
-        if score is not None:
-            scored.append(({1: score}, case.label, case.roi))
-    summary = summarize(per_case)
-    if scored:
-        summary["roc_auc"] = add_roc_auc(per_case, roc_auc_classes(scored, plan.classes,
-                                                                   IGNORE_INDEX))
-    write_tables(per_case, summary, run.path / into)
-    return summary
+def evaluate_cases(segmenter: Segmenter, cases: list[Case], run: Run,
+                   variants: dict[str, Steps]) -> dict[str, dict[str, Any]]:
+    """As `seglab.evaluate.evaluate_run` does for a model: each case segmented once and scored
+    for each variant ({folder under RUN: post-processing steps}), with the ROC AUC of the
+    method's score where it has one (`Segmenter.score`, which reuses the work of `segment`)."""
+    def outputs() -> Iterator[Outputs]:
+        for case in cases:
+            mask = _segment(segmenter, case)
+            score = segmenter.score(case.image, case.roi)
+            yield case, mask, None if score is None else {1: score}
+
+    with remembering_responses():
+        return score_variants(run, outputs(), variants)
 
 
 def fit_and_measure(run: Run, postprocessed: str | None = None) -> dict[str, Any]:
@@ -139,18 +129,20 @@ def fit_and_measure(run: Run, postprocessed: str | None = None) -> dict[str, Any
     segmenter = create(plan.model["name"], **plan.model["classical"])
     fitted, fit_s = fit_on_split(segmenter, dataset, split, plan.n_classes)
     segmenter = fitted.segmenter
+    variants: dict[str, Steps] = {EVALUATION: []}
+    if postprocessed:
+        started = time.perf_counter()
+        choice = choose_postprocessing_for(run, lambda case: _segment(segmenter, case))
+        choose_s = time.perf_counter() - started
+        variants[postprocessed] = choice["steps"]
     tests = _load(dataset, split["test"])
-    evaluate_cases(segmenter, tests, plan, run)
+    evaluate_cases(segmenter, tests, run, variants)
     result = {"train_s": round(fit_s, 3), "fit_cases": fitted.cases,
               "fit_dice": round(fitted.dice, 4), "params_m": None, "peak_gpu_mb": None,
               "images_per_s": _images_per_s(segmenter, tests, []),
               "params": segmenter.describe()}
     run.write_json("run.json", {**run.read_json("run.json"), "device": "cpu"})
     if postprocessed:
-        started = time.perf_counter()
-        choice = choose_postprocessing_for(run, lambda case: _segment(segmenter, case))
-        choose_s = time.perf_counter() - started
-        evaluate_cases(segmenter, tests, plan, run, choice["steps"], into=postprocessed)
         result["postprocessed"] = {
             "status": "ok", "train_s": round(fit_s + choose_s, 3), "choice": choice,
             "images_per_s": _images_per_s(segmenter, tests, choice["steps"])}

@@ -72,8 +72,9 @@ COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("params (M)", _params), ("images/s", _number("images_per_s", 2)),
     ("device", _device), ("settings", _settings))
 LEGEND = ("Metrics: mean ± std over the {test} test cases of the mean over the foreground "
-          "classes. ROC AUC: of the model's probability map (a classical method's score) against the "
-          "reference, all test pixels (inside the ROI) pooled, mean over the foreground classes. "
+          "classes. ROC AUC: of the model's probability map (a classical method's score) against "
+          "the reference, all test pixels (inside the ROI) pooled, mean over the foreground "
+          "classes. "
           "train (s): time in the training loop (validation excluded); epochs / steps done; peak "
           "RAM: the resident memory of the model's own process; images/s: test images (volumes) "
           "through the whole prediction.")
