@@ -14,16 +14,29 @@ from seglab import __version__
 ROOT = Path(__file__).resolve().parents[1]
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
+
+
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
+    """CPU model, cores, whether the CPU has bf16 units (the /proc/cpuinfo flags that seglab's
+    precision policy looks for), torch and seglab versions."""
+    cpu, flags = None, None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu is None:
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and flags is None:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, seglab {__version__}"
+    cpu = cpu or platform.processor() or platform.machine()
+    if flags is None:
+        bf16 = "bf16 units unknown"
+    else:
+        found = [flag for flag in BF16_FLAGS if flag in flags]
+        bf16 = f"bf16 units: {'+'.join(found)}" if found else "no bf16 units (no avx512_bf16/amx)"
+    return (f"{cpu}, {os.cpu_count()} cores, {bf16}, torch {torch.__version__}, "
+            f"seglab {__version__}")
 
 
 def cell(stat: dict) -> str:

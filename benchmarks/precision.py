@@ -27,7 +27,7 @@ from seglab.device import Precision
 from seglab.evaluate import evaluate_run
 from seglab.run import Run
 from seglab.train.loop import train
-from seglab.train.setup import create_run
+from seglab.run_setup import create_run
 
 DATASETS = {
     "isbi2012": ("ISBI 2012 EM membranes (2D, 22 train / 3 val / 5 test slices)",

@@ -58,14 +58,12 @@ def test_volumes_are_resampled_to_the_target_spacing_and_predicted_back_on_their
     assert (mask == (image[0] > 0)).mean() > 0.95
 
 
-def test_tta_on_mirrors_every_axis_off_none_and_auto_only_on_cuda() -> None:
+def test_tta_keeps_the_plans_mirroring_unless_the_user_turns_it_on_or_off() -> None:
     plan = small_plan((8, 8, 8))
     plan.inference = {"mirror_axes": [2]}
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert with_tta(plan, "on", cpu).inference["mirror_axes"] == [0, 1, 2]
-    assert with_tta(plan, "off", cuda).inference["mirror_axes"] == []
-    assert with_tta(plan, "auto", cuda).inference["mirror_axes"] == [0, 1, 2]
-    assert with_tta(plan, "auto", cpu).inference["mirror_axes"] == [2]  # the plan's choice
+    assert with_tta(plan, "on").inference["mirror_axes"] == [0, 1, 2]
+    assert with_tta(plan, "off").inference["mirror_axes"] == []
+    assert with_tta(plan, "plan").inference["mirror_axes"] == [2]
     assert plan.inference == {"mirror_axes": [2]}  # the run's plan is not changed
-    with pytest.raises(SeglabError, match="expected auto, on or off"):
-        with_tta(plan, "always", cpu)
+    with pytest.raises(SeglabError, match="expected plan, on or off"):
+        with_tta(plan, "auto")

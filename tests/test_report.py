@@ -185,9 +185,11 @@ def test_cli_report_writes_the_page_where_asked_and_names_a_folder_that_is_no_ru
                   "one with `seglab train DATA --out RUN`)\n"
 
 
-def test_evaluate_run_rewrites_the_report(run_3d: Run) -> None:
+def test_scoring_writes_no_report_but_seglab_evaluate_run_rewrites_it(run_3d: Run) -> None:
     (run_3d.path / "report.html").unlink()
     evaluate_run(run_3d)
+    assert not (run_3d.path / "report.html").exists()
+    assert main(["evaluate", str(run_3d.path)]) == 0
     assert (run_3d.path / "report.html").is_file()
 
 

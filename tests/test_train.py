@@ -69,6 +69,7 @@ def test_prediction_applies_the_post_processing_chosen_for_the_run(
     run = api.train(png_dataset, tmp_path / "run", TINY_2D, progress=False, evaluate=False)
     noisy = tmp_path / "noisy.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48), dtype=np.uint8)).save(noisy)
+    run.write_json("postprocessing.json", {"steps": []})
     raw = read_label(api.predict(run.path, [noisy], tmp_path / "raw")[0]) == 255
     run.write_json("postprocessing.json", {"steps": [{"op": "largest_component", "class": 1}]})
     kept = read_label(api.predict(run.path, [noisy], tmp_path / "kept")[0]) == 255
@@ -92,8 +93,8 @@ def _start_training(data: Path, out: Path, *extra: str) -> subprocess.Popen:
                 "--set", "model.widths=[4,8,16]", "--set", "model.strides=[[2,2],[2,2]]",
                 "--set", "model.kernels=[[3,3],[3,3],[3,3]]", "--set", "patch_size=[32,32]"]
     args = [sys.executable, "-m", "seglab", "train", *([str(data)] if data else []),
-            "--out", str(out), "--no-evaluate", *extra]
-    return subprocess.Popen(args + ([] if "--resume" in extra else settings),
+            "--out", str(out), "--no-evaluate"]
+    return subprocess.Popen(args + ([] if "--resume" in extra else settings) + list(extra),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -51,7 +51,8 @@ def test_fine_tuning_a_grey_two_class_run_on_colour_three_class_data_reports_wha
         png_dataset: Path, colour_three_class_dataset: Path, tmp_path: Path) -> None:
     source = api.train(png_dataset, tmp_path / "source", TINY_2D, progress=False, evaluate=False)
     target = api.train(colour_three_class_dataset, tmp_path / "target",
-                       {**TINY_2D, "epochs": 1, "transfer.init_from": str(source.path)},
+                       {**TINY_2D, "epochs": 1, "transfer.init_from": str(source.path),
+                        "model.name": "unet"},
                        progress=False, evaluate=False)
     report = target.read_json("run.json")["transfer"]
     assert report["from"].endswith("best.pt")

@@ -17,7 +17,7 @@ from seglab.report.run_page import write_report
 from seglab.run import Run
 from seglab.train.distributed import Distributed
 from seglab.train.loop import train as train_run
-from seglab.train.setup import create_run
+from seglab.run_setup import create_run, fold_run
 
 if TYPE_CHECKING:
     from seglab.export import Exported
@@ -40,32 +40,68 @@ def inspect(data: str | Path) -> Fingerprint:
 
 def train(data: str | Path | None, out: str | Path, overrides: dict[str, Any] | None = None,
           resume: bool = False, device: str = "auto", precision: str = "auto",
-          progress: bool = True, evaluate: bool = True, compile: str = "auto") -> Run:
+          progress: bool = True, evaluate: bool = True, compile: str = "auto",
+          minutes: float | None = None, folds: int | None = None,
+          fold: int | None = None) -> Run:
     """Plans and trains a new run in `out` (or continues it with resume=True), then evaluates its
     test split and writes RUN/report.html. device, precision and compile override the machine's
-    policy (`seglab.device`)."""
+    policy (`seglab.device`).
+
+    minutes= is the time budget (plan field `time_budget_minutes`): the planner then times
+    candidate configurations on this machine and fits the plan to it (`seglab.plan_budget`).
+    folds= cross-validates (plan field `split.folds`): each fold trains in RUN/fold_K, the
+    out-of-fold predictions choose the post-processing, and the folds' ensemble is the run's
+    model; fold= trains that fold only (creating the run first if needed), and the ensemble is
+    evaluated once every fold has finished."""
+    overrides = dict(overrides or {})
+    if minutes is not None:
+        overrides["time_budget_minutes"] = minutes
+    if folds is not None:
+        overrides["split.folds"] = folds
     dist = Distributed.from_environment()  # before the policy: it picks this rank's GPU
     policy = Precision.choose(device, precision, compile)
-    if not resume and dist.is_main:
-        create_run(data, out, overrides)
+    exists = (Path(out) / "plan.json").is_file()
+    if not resume and not (fold is not None and exists) and dist.is_main:
+        create_run(data, out, overrides, policy)
     dist.barrier()
     run = Run.open(out)
-    train_run(run, policy, progress and dist.is_main, overrides if resume else None)
-    if dist.is_main:
-        choose_postprocessing(run, policy)
-        if evaluate and run.read_json("split.json")["test"]:
-            evaluate_run(run, policy)  # which ends with the report
-        else:
-            write_report(run)
+    resumed = overrides if resume else None
+    if run.fold_count() == 0:
+        if fold is not None:
+            raise SeglabError(f"--fold {fold}: {run.path} is not cross-validated (--folds N)")
+        train_run(run, policy, progress and dist.is_main, resumed)
+        if dist.is_main:
+            _finish(run, policy, evaluate)
+    else:
+        for k in [fold] if fold is not None else range(run.fold_count()):
+            if dist.is_main:
+                fold_run(run, k)
+            dist.barrier()
+            train_run(run.fold(k), policy, progress and dist.is_main, resumed)
+            if dist.is_main:
+                _finish(run.fold(k), policy, evaluate)
+        folds_done = all(run.fold(k).path.is_dir() and run.fold(k).training_finished()
+                         for k in range(run.fold_count()))
+        if dist.is_main and folds_done:
+            _finish(run, policy, evaluate)
     dist.shutdown()
     return run
+
+
+def _finish(run: Run, policy: Precision, evaluate: bool) -> None:
+    """Post-processing chosen on the validation cases, the test split scored, the report."""
+    choose_postprocessing(run, policy)
+    if evaluate and run.read_json("split.json")["test"]:
+        evaluate_run(run, policy)
+    write_report(run)
 
 
 def predict(run: str | Path | None, inputs: list[str | Path], out: str | Path,
             probabilities: bool = False, device: str = "auto",
             precision: str = "auto", backend: str = "torch",
-            compile: str = "auto", tta: str = "auto", method: str | None = None,
-            params: dict[str, Any] | None = None, fit: str | Path | None = None) -> list[Path]:
+            compile: str = "auto", tta: str = "plan", method: str | None = None,
+            params: dict[str, Any] | None = None, fit: str | Path | None = None,
+            roi: str | Path | None = None) -> list[Path]:
     """Predicts masks for images/volumes (files or folders) in their own format and geometry.
 
     backend="onnx" runs an exported model with ONNX Runtime: `run` is then the .onnx file (the run
@@ -74,7 +110,12 @@ def predict(run: str | Path | None, inputs: list[str | Path], out: str | Path,
     method= names a classical segmenter (`seglab.classical`) instead of a run (run=None), with its
     `params`; fit= a labelled dataset whose training cases fit its polarity, level -> class map,
     channel and unset parameters by Dice, and whose classes, label values and field of view then
-    apply. The masks are written by the same writer, with OUT/method.json (the parameters)."""
+    apply. The masks are written by the same writer, with OUT/method.json (the parameters).
+
+    tta= keeps the plan's test-time mirroring ("plan", as validation and evaluation scored it)
+    or turns it "on" or "off". roi= a folder of region-of-interest masks named as the inputs;
+    without it, the ROI is found as training found it (`seglab.infer.attach_rois`). A
+    cross-validated run predicts with its folds' ensemble (mean probabilities)."""
     if method is None and (params or fit is not None):
         raise SeglabError("--set/--fit: only with a classical --method (a run has its plan)")
     if method is not None:
@@ -93,13 +134,13 @@ def predict(run: str | Path | None, inputs: list[str | Path], out: str | Path,
         if precision not in ("auto", "fp32"):
             raise SeglabError(f"--precision {precision}: the ONNX backend runs the exported fp32 "
                               "model")
-        return predict_onnx(run, inputs, Path(out), probabilities, device)
+        return predict_onnx(run, inputs, Path(out), probabilities, device, roi)
     if backend != "torch":
         raise SeglabError(f"--backend {backend}: expected torch or onnx")
     if Path(run).suffix == ".onnx":
         raise SeglabError(f"{run}: an ONNX model; predict with it using --backend onnx")
     return predict_files(Run.open(run), inputs, Path(out), probabilities,
-                         Precision.choose(device, precision, compile), tta)
+                         Precision.choose(device, precision, compile), tta, roi)
 
 
 def export(run: str | Path, out: str | Path | None = None, format: str = "onnx",
@@ -118,11 +159,22 @@ def export(run: str | Path, out: str | Path | None = None, format: str = "onnx",
     return export_onnx(Run.open(run), Path(out) if out else None, quantize)
 
 
-def evaluate(pred: str | Path, reference: str | Path, out: str | Path,
+def evaluate(pred: str | Path, reference: str | Path | None = None, out: str | Path | None = None,
              classes: list[str] | None = None,
              label_values: dict[int, int] | None = None) -> dict[str, Any]:
-    """Scores prediction files against a reference dataset or folder of label files."""
-    return evaluate_folders(Path(pred), Path(reference), Path(out), classes, label_values)
+    """Scores prediction files against a reference dataset or folder of label files (tables in
+    `out`, default PRED/evaluation); with no reference, `pred` is a run folder whose test split
+    is predicted and scored into RUN/evaluation, and its report written again."""
+    if reference is None:
+        run = Run.open(pred)
+        for k in range(run.fold_count()):
+            evaluate_run(run.fold(k))
+            write_report(run.fold(k))
+        summary = evaluate_run(run)
+        write_report(run)
+        return summary
+    out = Path(out) if out else Path(pred) / "evaluation"
+    return evaluate_folders(Path(pred), Path(reference), out, classes, label_values)
 
 
 def compare(data: str | Path, models: list[str] | str, out: str | Path,

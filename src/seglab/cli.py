@@ -46,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a plan field, e.g. --set epochs=20 --set model.widths=[8,16]")
     train.add_argument("--plan-overrides", action="append", type=Path, default=[],
                        metavar="FILE", help="JSON file of plan overrides")
+    train.add_argument("--minutes", type=float, metavar="M",
+                       help="time budget: the planner times candidate configurations on this "
+                            "machine and fits patch, batch and network to M minutes of training "
+                            "(the same as --set time_budget_minutes=M)")
+    train.add_argument("--folds", type=int, metavar="N",
+                       help="cross-validate: N folds over the training cases, each in RUN/fold_K; "
+                            "the run predicts with their ensemble (the same as --set split.folds=N)")
+    train.add_argument("--fold", type=int, metavar="K",
+                       help="train fold K only (creating the cross-validated run if needed)")
     train.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation")
     _device_options(train)
     train.set_defaults(handler=_train)
@@ -71,9 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--probabilities", action="store_true", help="also write probabilities")
     predict.add_argument("--backend", default="torch", choices=["torch", "onnx"],
                          help="onnx: run the exported model (seglab export) with ONNX Runtime")
-    predict.add_argument("--tta", default="auto", choices=["auto", "on", "off"],
+    predict.add_argument("--tta", default="plan", choices=["plan", "on", "off"],
                          help="test-time mirroring along each axis: 1 + dims passes (3x the time "
-                              "in 2D, 4x in 3D); auto: on with CUDA, the plan's choice on a CPU")
+                              "in 2D, 4x in 3D); plan: as planned (on when planned on a GPU), "
+                              "as validation and evaluation scored it")
+    predict.add_argument("--roi", type=Path, metavar="DIR",
+                         help="region-of-interest masks named as the inputs (for a run trained "
+                              "inside ROI files; a dataset's own cases find theirs)")
     _device_options(predict)
     predict.set_defaults(handler=_predict)
 
@@ -156,7 +169,8 @@ def _train(args) -> None:
         raise SeglabError("train: give a dataset (seglab train DATA --out RUN) or --resume")
     overrides = parse_overrides(args.set, args.plan_overrides)
     run = train(args.data, args.out, overrides, args.resume, args.device, args.precision,
-                evaluate=not args.no_evaluate, compile=args.compile)
+                evaluate=not args.no_evaluate, compile=args.compile, minutes=args.minutes,
+                folds=args.folds, fold=args.fold)
     _print_evaluation(run.path / "evaluation")
     print(f"run folder: {run.path}")
 
@@ -182,7 +196,7 @@ def _predict(args) -> None:
         raise SeglabError("predict: give the images after the run: seglab predict RUN IMAGES "
                           "--out DIR")
     written = predict(args.run, args.inputs, args.out, args.probabilities, args.device,
-                      args.precision, args.backend, args.compile, args.tta)
+                      args.precision, args.backend, args.compile, args.tta, roi=args.roi)
     print(f"wrote {len(written)} file(s) to {args.out}")
 
 
@@ -201,13 +215,10 @@ def _export(args) -> None:
 
 def _evaluate(args) -> None:
     from seglab.api import evaluate
-    from seglab.evaluate import evaluate_run
-    from seglab.run import Run
 
     if args.reference is None:
-        run = Run.open(args.pred)
-        evaluate_run(run)
-        _print_evaluation(run.path / "evaluation")
+        evaluate(args.pred)
+        _print_evaluation(Path(args.pred) / "evaluation")
         return
     out = args.out or Path(args.pred) / "evaluation"
     classes = args.classes.split(",") if args.classes else None

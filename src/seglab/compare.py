@@ -45,9 +45,10 @@ from seglab.evaluate import EVALUATION, Steps, evaluate_run
 from seglab.infer import choose_postprocessing, load_model, predict_case
 from seglab.plan import Plan, make_plan
 from seglab.report.compare_page import format_csv, format_markdown, render_html
+from seglab.report.run_page import write_report
 from seglab.run import Run
 from seglab.train.loop import train as train_run
-from seglab.train.setup import open_dataset, planned_split, write_new_run
+from seglab.run_setup import open_dataset, planned_split, write_new_run
 
 MEASUREMENTS = "measurements.json"
 POSTPROCESSED = "evaluation-postprocessed"  # RUN/<this>: the test scores with post-processing
@@ -277,6 +278,7 @@ def _train_and_measure(run: Run, choices: tuple[str, str, str], postprocessing: 
         choose_s = time.perf_counter() - started
         variants[POSTPROCESSED] = choice["steps"]
     evaluate_run(run, policy, variants)
+    write_report(run)
     speeds, params = _inference_speed(run, policy, list(variants.values()))
     last = run.log()[-1]
     measured = {

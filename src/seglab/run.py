@@ -8,12 +8,21 @@
     RUN/checkpoints/        last.pt (every epoch) and best.pt (best validation Dice)
     RUN/predictions/test/   the test split predicted in the inputs' own format
     RUN/evaluation/         metrics per case and summary (CSV, JSON)
+    RUN/.lock               who trains the run now (see `Run.training_lock`)
+    RUN/fold_K/             with `split.folds`: one run folder per cross-validation fold, whose
+                            split holds out its part of RUN's training cases for validation;
+                            RUN itself then has no checkpoint: its model is the folds' ensemble
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +62,30 @@ class Run:
     def log_path(self) -> Path:
         return self.path / "log.jsonl"
 
+    @property
+    def preprocessed(self) -> Path:
+        """The preprocessed cache, one for a cross-validated run and all its folds."""
+        parent = self.path.parent
+        if self.path.name.startswith("fold_") and (parent / "plan.json").is_file():
+            return parent / "preprocessed"
+        return self.path / "preprocessed"
+
+    def fold_count(self) -> int:
+        """The number of cross-validation folds of the run (0: a single model)."""
+        return int(self.plan().split.get("folds") or 0)
+
+    def fold(self, k: int) -> "Run":
+        return Run(self.path / f"fold_{k}")
+
+    def training_finished(self) -> bool:
+        """Whether the last epoch logged reached the plan's epochs or its time budget."""
+        log, plan = self.log(), self.plan()
+        if not log:
+            return False
+        budget = plan.time_budget_minutes
+        return log[-1]["epoch"] >= plan.epochs or bool(
+            budget and log[-1]["elapsed_s"] >= budget * 60)
+
     def plan(self) -> Plan:
         return Plan.load(self.plan_path)
 
@@ -89,6 +122,32 @@ class Run:
         for folder in (self.path, self.checkpoints):
             for leftover in folder.glob(".tmp-*"):
                 leftover.unlink(missing_ok=True)
+
+    @contextmanager
+    def training_lock(self) -> Iterator[None]:
+        """Held while a process trains the run: a second one fails at once with one line naming
+        the holder. The lock is the kernel's (flock), so it dies with its process: the file a
+        killed process leaves behind names a stale holder and is simply taken over."""
+        handle = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise SeglabError(f"{self.path}: the run is being trained by {holder}; wait for it "
+                              "or stop it first")
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
     def best_checkpoint(self) -> Path:
         for name in ("best.pt", "last.pt"):

@@ -15,6 +15,7 @@ from seglab.case import Case
 from seglab.classical.base import Segmenter, order_mapping, remembering_responses
 from seglab.data.layouts import IGNORE_INDEX
 from seglab.errors import SeglabError
+from seglab.metrics import dice_from_counts
 
 MAX_MAPS = 4096  # beyond this many level -> class maps, only the two intensity orders are tried
 
@@ -62,9 +63,7 @@ def map_scores(maps: np.ndarray, confusions: list[np.ndarray], classes: int) -> 
     for counts in confusions:
         predicted = np.einsum("mlk,l->mk", onehot, counts.sum(axis=1))
         hits = np.einsum("mlk,lk->mk", onehot, counts)
-        total = predicted + counts.sum(axis=0)
-        dice = np.where(total > 0, 2 * hits / np.maximum(total, 1), 1.0)
-        scores += dice[:, 1:].mean(axis=1)
+        scores += dice_from_counts(hits, predicted, counts.sum(axis=0))[:, 1:].mean(axis=1)
     return scores / len(confusions)
 
 

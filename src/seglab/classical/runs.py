@@ -20,14 +20,14 @@ from seglab.classical.fit import Fitted, fit_method, spread
 from seglab.data.inspect import inspect_dataset
 from seglab.data.io import read_image, write_mask, write_text_atomic
 from seglab.data.layouts import Dataset, find_dataset
-from seglab.data.loading import field_of_view, load_case
+from seglab.data.loading import load_case
 from seglab.errors import SeglabError
 from seglab.evaluate import EVALUATION, Outputs, Steps, score_variants
-from seglab.infer import (choose_postprocessing_for, expand_inputs, output_value_map,
+from seglab.infer import (attach_rois, choose_postprocessing_for, expand_inputs, output_value_map,
                            read_inputs)
 from seglab.plan import make_plan
 from seglab.run import Run
-from seglab.train.setup import open_dataset, planned_split
+from seglab.run_setup import open_dataset, planned_split
 
 FIT_CASES = 5  # labelled training images a method is fitted on, at most
 RECORD = "method.json"  # written beside the masks of `seglab predict --method`
@@ -73,6 +73,7 @@ def predict_with_method(method: str, params: dict[str, Any] | None, inputs: list
     training cases of that dataset's planned split, and the dataset's classes, stored label values
     and field-of-view rule apply to the masks."""
     segmenter, plan, record = create(method, **(params or {})), None, {"method": method}
+    dataset = None
     if data is not None:
         dataset = find_dataset(data)
         plan = make_plan(inspect_dataset(dataset))
@@ -84,9 +85,9 @@ def predict_with_method(method: str, params: dict[str, Any] | None, inputs: list
     value_map = output_value_map(plan) if plan else None
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    if plan is not None:
+        attach_rois(cases, plan, dataset=dataset)
     for case in cases:
-        if plan is not None and plan.roi_rule == "auto":
-            case.roi = field_of_view(case.image)
         written.append(write_mask(_segment(segmenter, case), case, out, value_map))
     record["params"] = segmenter.values | {"mapping": segmenter.mapping()}
     write_text_atomic(out / RECORD, json.dumps(record, indent=2) + "\n")

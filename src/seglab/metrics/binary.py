@@ -63,6 +63,15 @@ def _surface_distances(
     return to_ref, to_pred
 
 
+def dice_from_counts(tp, n_pred, n_ref):
+    """Dice = 2 TP / (|pred| + |ref|), 1.0 where both are empty; scalars or numpy arrays alike.
+    The one Dice of seglab: validation, post-processing, export checks and classical fitting all
+    score through it (or through `foreground_dice`, which counts and then calls it)."""
+    total = np.asarray(n_pred, dtype=float) + np.asarray(n_ref, dtype=float)
+    dice = np.where(total > 0, 2 * np.asarray(tp, dtype=float) / np.maximum(total, 1e-300), 1.0)
+    return float(dice) if dice.ndim == 0 else dice
+
+
 def count_metrics(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
     """The COUNT_METRICS of one class from its pixel counts, with the empty-mask rules applied.
 
@@ -73,7 +82,7 @@ def count_metrics(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
     accuracy = (tp + tn) / n if n else NAN
     if n_pred == 0 and n_ref == 0:
         return dict(dice=1.0, iou=1.0, precision=1.0, recall=1.0, f1=1.0, accuracy=accuracy, seg_accuracy=1.0)
-    dice = 2 * tp / (2 * tp + fp + fn)
+    dice = dice_from_counts(tp, n_pred, n_ref)
     return dict(
         dice=dice,
         iou=tp / (tp + fp + fn),

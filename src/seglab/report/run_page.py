@@ -145,6 +145,14 @@ def _plan(plan: dict[str, Any]) -> str:
             ("optimizer", json.dumps(plan.get("optimizer"))),
             ("foreground oversampling", plan.get("foreground_oversampling")),
             ("seed", plan.get("seed"))]
+    planning = plan.get("planning") or {}
+    if "model" in planning:
+        rows.append(("why this model", planning["model"]))
+    if budget := planning.get("budget"):
+        rows.append(("why this patch, batch and network", budget["reason"]))
+        rows += [(f"candidate {c['patch_size']} {c['network']}",
+                  f"{c['seconds_per_sample']} s per patch, {c['params_m']} M parameters")
+                 for c in budget["candidates"]]
     full = html.escape(json.dumps(plan, indent=2))
     return (f"{pairs_table(rows)}<details><summary>The full plan (plan.json)</summary>"
             f"<pre>{full}</pre></details>")
@@ -200,7 +208,7 @@ def _overlays(run: Run, plan: dict[str, Any], per_case: list[dict[str, Any]]) ->
     predictions/test; a case that cannot be read says why instead."""
     from seglab.infer import output_value_map  # torch only where the page needs the dataset
     from seglab.plan import Plan
-    from seglab.train.setup import open_dataset
+    from seglab.run_setup import open_dataset
 
     ranked = run_data.ranked_cases(per_case)
     if not ranked:

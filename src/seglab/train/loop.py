@@ -4,6 +4,7 @@ or on several started by `torchrun` (see `seglab.train.distributed`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -20,21 +21,30 @@ from seglab.data.layouts import IGNORE_INDEX
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.infer import build_model, sliding_window_predict
+from seglab.metrics import foreground_dice
 from seglab.plan import Plan, apply_overrides
 from seglab.preprocess import Prepared, PreparedCache
 from seglab.run import Run, load_checkpoint, save_checkpoint
 from seglab.train.adversarial import Adversary
 from seglab.train.distributed import Distributed
 from seglab.train.loss import create_loss, main_output
+from seglab.train.optim import create_optimizer, learning_rate, set_learning_rate
 from seglab.train.sampling import EpochBatches, PatchSampler
-from seglab.train.setup import open_dataset, prepare_cases
+from seglab.run_setup import open_dataset, prepare_cases
 from seglab.train.transfer import describe_transfer, initialise_from
 
 
 def train(run: Run, precision: Precision | None = None, progress: bool = True,
           overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Trains (or continues training) `run` to the end of its plan; returns the final log record."""
+    """Trains (or continues training) `run` to the end of its plan; returns the final log record.
+    The run is locked while it trains (`Run.training_lock`): a second process exits at once."""
     dist = Distributed.from_environment()
+    with run.training_lock() if dist.is_main else contextlib.nullcontext():
+        return _train(run, dist, precision, progress, overrides)
+
+
+def _train(run: Run, dist: Distributed, precision: Precision | None, progress: bool,
+           overrides: dict[str, Any] | None) -> dict[str, Any]:
     if overrides and dist.is_main:
         apply_overrides(run.plan(), overrides).save(run.plan_path)
     dist.barrier()
@@ -47,8 +57,7 @@ def train(run: Run, precision: Precision | None = None, progress: bool = True,
 
     torch.manual_seed(plan.seed)
     model = precision.prepare_model(build_model(plan))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.optimizer["lr"],
-                                  weight_decay=plan.optimizer["weight_decay"])
+    optimizer = create_optimizer(model.parameters(), plan.optimizer)
     adversary = (Adversary(plan.patch_size, plan.in_channels, plan.n_classes, plan.adversarial,
                            precision.device) if plan.adversarial["weight"] > 0 else None)
     state = _restore(run, plan, model, optimizer, adversary, progress and dist.is_main)
@@ -69,7 +78,8 @@ def train(run: Run, precision: Precision | None = None, progress: bool = True,
     net = dist.wrap(model, find_unused=bool(freeze))
     sampler = PatchSampler(train_cases, plan, np.random.default_rng(plan.seed),
                            batch_size=max(1, plan.batch_size // dist.world))
-    step = TrainStep(net, optimizer, create_loss(plan.loss), precision, adversary)
+    step = TrainStep(net, optimizer, create_loss(plan.loss), precision, adversary,
+                     plan.optimizer["grad_clip"])
     encoder = models.encoder_parameters(model) if freeze else []
     record: dict[str, Any] = {}
     while state["epoch"] < plan.epochs and not state["finished"]:
@@ -114,7 +124,7 @@ def _cases(run: Run, plan: Plan, dist: Distributed) -> tuple[list[Prepared], lis
     preprocessed cache first; the other ranks then map the same files."""
     dataset = open_dataset(run)
     split = run.read_json("split.json")
-    cache = PreparedCache(run.path / "preprocessed", plan)
+    cache = PreparedCache(run.preprocessed, plan)
     if not dist.is_main:
         dist.barrier()
     train_cases = prepare_cases(dataset, split["train"], plan, cache)
@@ -145,8 +155,8 @@ def _restore(run: Run, plan: Plan, model: torch.nn.Module, optimizer: torch.opti
 def _train_epoch(net: torch.nn.Module, step: "TrainStep", batches: DataLoader, plan: Plan,
                  state: dict[str, Any], budget: float | None, dist: Distributed,
                  progress: bool) -> list[float]:
-    """One epoch of steps under the poly learning-rate schedule, stopping early (on every rank at
-    the same step) when the time budget runs out; updates `state` and returns the losses."""
+    """One epoch of steps under the plan's learning-rate schedule, stopping early (on every rank
+    at the same step) when the time budget runs out; updates `state` and returns the losses."""
     net.train()
     started, losses = time.monotonic(), []
     total_steps = plan.epochs * plan.iterations_per_epoch
@@ -159,8 +169,7 @@ def _train_epoch(net: torch.nn.Module, step: "TrainStep", batches: DataLoader, p
             state["finished"] = True
             break
         fraction = max(state["step"] / total_steps, elapsed / budget if budget else 0.0)
-        for group in step.optimizer.param_groups:
-            group["lr"] = plan.optimizer["lr"] * (1 - min(fraction, 0.999)) ** 0.9
+        set_learning_rate(step.optimizer, learning_rate(plan.optimizer, fraction))
         losses.append(step(images, labels))
         state["step"] += 1
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
@@ -188,12 +197,13 @@ def _save(run: Run, record: dict[str, Any], state: dict[str, Any], improved: boo
 
 class TrainStep:
     """One optimisation step: forward, the plan's loss (plus the adversarial term when on),
-    backward with gradient clipping, and the discriminator's own step."""
+    backward with the plan's gradient clipping, and the discriminator's own step."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 loss_fn: torch.nn.Module, precision: Precision, adversary: Adversary | None):
+                 loss_fn: torch.nn.Module, precision: Precision, adversary: Adversary | None,
+                 grad_clip: float | None = None):
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
-        self.precision, self.adversary = precision, adversary
+        self.precision, self.adversary, self.grad_clip = precision, adversary, grad_clip
         self.scaler = torch.amp.GradScaler(enabled=precision.autocast_dtype == torch.float16)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -209,7 +219,8 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 12.0)
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.adversary:
@@ -252,13 +263,6 @@ def validation_scores(model: torch.nn.Module, cases: list[Prepared], plan: Plan,
     scores = []
     for case in cases:
         mask = sliding_window_predict(model, case.image, plan, precision).argmax(0).numpy()
-        valid = case.label != IGNORE_INDEX
-        if case.roi is not None:
-            valid &= case.roi
-        row = []
-        for k in range(1, plan.n_classes):
-            pred, ref = (mask == k) & valid, (case.label == k) & valid
-            total = pred.sum() + ref.sum()
-            row.append(1.0 if total == 0 else float(2 * (pred & ref).sum() / total))
-        scores.append(row)
+        scores.append(foreground_dice(mask, case.label, plan.n_classes, case.roi,
+                                      IGNORE_INDEX).tolist())
     return scores

@@ -7,34 +7,79 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from seglab import __version__
 from seglab.data.inspect import Fingerprint, inspect_dataset
 from seglab.data.layouts import Dataset, find_dataset
 from seglab.data.loading import load_case
 from seglab.errors import SeglabError
-from seglab.plan import Plan, make_plan
+from seglab.device import Precision
+from seglab.plan import Plan, make_plan, overridden_fields
+from seglab.plan_budget import fit_to_budget
 from seglab.preprocess import Prepared, PreparedCache, prepare_case
 from seglab.run import Run, make_split
 
 
-def create_run(data: str | Path, out: str | Path, overrides: dict[str, Any] | None = None) -> Run:
-    """Inspects the data, plans, splits, and writes a new run folder (all or nothing)."""
+def create_run(data: str | Path, out: str | Path, overrides: dict[str, Any] | None = None,
+               precision: Precision | None = None) -> Run:
+    """Inspects the data, plans (for the device of `precision`; with a time budget, timing
+    candidates on it: `seglab.plan_budget`), splits, and writes a new run folder (all or
+    nothing: a bad dataset or plan leaves no folder behind)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         hint = " (use --resume to continue it)" if (out / "plan.json").exists() else ""
         raise SeglabError(f"{out}: folder exists and is not empty{hint}")
+    overrides = overrides or {}
+    precision = precision or Precision.choose()
     dataset = find_dataset(data)
     fingerprint = inspect_dataset(dataset)
-    plan = make_plan(fingerprint, overrides)
+    plan = make_plan(fingerprint, overrides, device=precision.device.type)
+    plan = fit_to_budget(plan, fingerprint, overridden_fields(overrides), precision)
     return write_new_run(out, data, fingerprint, plan, planned_split(dataset, plan))
 
 
 def planned_split(dataset: Dataset, plan: Plan) -> dict[str, list[str]]:
     """Train/val/test ids: the dataset's fixed subsets, overridden per subset by the plan's
-    `split.fixed`, and the rest drawn with the plan's seed."""
+    `split.fixed`, and the rest drawn with the plan's seed. A cross-validated plan validates
+    on its folds instead: its own split keeps every non-test case for training."""
     fixed = {**(dataset.split or {}), **(plan.split.get("fixed") or {})}
-    return make_split([c.case_id for c in dataset.cases], fixed, plan.split["val_fraction"],
-                      plan.split["test_fraction"], plan.seed)
+    folds = plan.split.get("folds")
+    val_fraction = 0.0 if folds else plan.split["val_fraction"]
+    if folds:
+        fixed.pop("val", None)
+    split = make_split([c.case_id for c in dataset.cases], fixed, val_fraction,
+                       plan.split["test_fraction"], plan.seed)
+    if folds:
+        split = {**split, "train": sorted(split["train"] + split["val"]), "val": []}
+        if len(split["train"]) < folds:
+            raise SeglabError(f"split.folds={folds}: only {len(split['train'])} training cases")
+    return split
+
+
+def fold_split(split: dict[str, list[str]], folds: int, k: int, seed: int) -> dict[str, list[str]]:
+    """Fold k of `folds` over the training cases of `split` (shuffled with `seed`, cut into
+    near-equal parts): that part validates, the rest trains; the test cases stay test cases."""
+    order = np.random.default_rng(seed).permutation(len(split["train"]))
+    held_out = {split["train"][i] for i in np.array_split(order, folds)[k]}
+    return {"train": [i for i in split["train"] if i not in held_out],
+            "val": [i for i in split["train"] if i in held_out], "test": list(split["test"])}
+
+
+def fold_run(run: Run, k: int) -> Run:
+    """Fold k of a cross-validated run, its folder created on first use (all or nothing)."""
+    folds = run.fold_count()
+    if not 0 <= k < folds:
+        raise SeglabError(f"--fold {k}: the run has folds 0..{folds - 1}")
+    fold = run.fold(k)
+    if (fold.path / "run.json").is_file():
+        return fold
+    plan = run.plan()
+    split = fold_split(run.read_json("split.json"), folds, k, plan.seed)
+    plan.split = {**plan.split, "folds": None}  # the fold itself is one model
+    plan.notes.append(f"fold {k} of {folds} of the cross-validated run {run.path.name}")
+    fingerprint = Fingerprint.from_dict(run.read_json("fingerprint.json"))
+    return write_new_run(fold.path, run.read_json("run.json")["data"], fingerprint, plan, split)
 
 
 def write_new_run(out: Path, data: str | Path, fingerprint: Fingerprint, plan: Plan,

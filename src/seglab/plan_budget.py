@@ -1,0 +1,158 @@
+"""Fitting a plan to a time budget by timing candidate configurations on this machine.
+
+nnU-Net sizes its network for a GPU and trains 250,000 steps (1000 epochs of 250). On a CPU
+budget of minutes that plan takes a few thousand steps and stops far from convergence, while a
+smaller network that takes ten times the steps converges (a 4-level U-Net on 16 patches of 128²
+took 10,090 steps in 30 minutes where nnU-Net's 7-stage one took 2,200, and matched or beat it).
+So with `time_budget_minutes` the planner times, for a few seconds each, candidate patches
+(nnU-Net's and smaller ones) and network widths on the machine itself, in the run's own
+precision and memory layout, and keeps the one with the most context and capacity that still
+takes `TARGET_STEPS` steps of a sensible batch within the budget; the batch then grows with
+whatever time is left. Every candidate's measured step time, and why the choice fell where it
+did, is written into the plan (`planning.budget`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from seglab import models
+from seglab.data.inspect import Fingerprint
+from seglab.device import Precision
+from seglab.plan import Plan, pooling_topology
+
+TARGET_STEPS = 5000  # steps a budgeted run should take: enough for a U-Net to converge
+MIN_BATCH = {2: 8, 3: 2}  # fewest patches per step (nnU-Net's smallest 3D batch is 2)
+MAX_BATCH = {2: 32, 3: 16}
+PATCH_SCALES = (1.0, 0.67, 0.5, 0.33)
+MIN_PATCH_SIDE = {2: 64, 3: 16}
+WIDTHS = {"narrow": (16, 256), "wide": (32, 320)}  # first stage, cap (nnU-Net: 32, 320 or 512)
+TIMED_SECONDS = 2.0  # per candidate, after one warm-up step
+TRAINING_SHARE = 0.95  # of the budget: the rest goes to epochs' ends and checkpoints
+
+
+def fit_to_budget(plan: Plan, fp: Fingerprint, overridden: set[str],
+                  precision: Precision) -> Plan:
+    """The plan with patch, batch, network widths and depth, epochs and iterations chosen for
+    `plan.time_budget_minutes` on this machine; the fields in `overridden` (dotted names the
+    user set) stay as they are. A plan without a budget is returned unchanged."""
+    if not plan.time_budget_minutes:
+        return plan
+    plan = copy.deepcopy(plan)
+    free_patch = "patch_size" not in overridden
+    free_network = plan.model["name"] == "unet" and not any(
+        key == "model" or key.startswith("model.") for key in overridden)
+    seconds = plan.time_budget_minutes * 60 * TRAINING_SHARE
+    candidates = [_timed(c, plan, precision) for c in _candidates(plan, fp, free_patch,
+                                                                   free_network)]
+    chosen, reason = _choose(candidates, plan.dims, seconds)
+    if free_patch:
+        plan.patch_size = chosen["patch_size"]
+    if free_network:
+        plan.model.update(chosen["topology"])
+    if "batch_size" not in overridden:
+        plan.batch_size = _batch(chosen, plan.dims, seconds)
+    steps = int(seconds / (chosen["seconds_per_sample"] * plan.batch_size))
+    if "iterations_per_epoch" not in overridden:
+        plan.iterations_per_epoch = int(np.clip(round(steps / 25), 25, 250))
+    if "epochs" not in overridden:  # the budget, not the epochs, ends training
+        plan.epochs = max(1, math.ceil(2 * steps / plan.iterations_per_epoch))
+    plan.planning["budget"] = {
+        "minutes": plan.time_budget_minutes, "device": str(precision.device),
+        "precision": precision.name, "target_steps": TARGET_STEPS,
+        "expected_steps": steps, "reason": reason,
+        "candidates": [{k: v for k, v in c.items() if k != "topology"} | {
+            "widths": c["topology"].get("widths")} for c in candidates]}
+    return plan
+
+
+def _candidates(plan: Plan, fp: Fingerprint, free_patch: bool,
+                free_network: bool) -> list[dict[str, Any]]:
+    """Patches from nnU-Net's (scaled down per axis, never below MIN_PATCH_SIDE nor above the
+    planned one) crossed with narrow and wide networks fitted to each patch."""
+    spacing = np.array(plan.target_spacing or [1.0] * plan.dims)
+    patches = []
+    for scale in PATCH_SCALES if free_patch else (1.0,):
+        patch = [int(max(min(p, MIN_PATCH_SIDE[plan.dims]), p * scale)) for p in plan.patch_size]
+        if patch not in patches:
+            patches.append(patch)
+    candidates = []
+    for patch in patches:
+        for width_name, (first, cap) in WIDTHS.items() if free_network else [("plan", (0, 0))]:
+            if free_network:
+                patch, strides, kernels = pooling_topology(np.array(patch, float), spacing)
+                topology = {"widths": [min(first * 2**k, cap) for k in range(len(kernels))],
+                            "kernels": kernels, "strides": strides}
+            else:
+                patch = _multiple(patch, plan.model)
+                topology = {}
+            candidates.append({"patch_size": patch, "network": width_name, "topology": topology})
+    return candidates
+
+
+def _multiple(patch: list[int], model: dict) -> list[int]:
+    """Encoder models (smp) need sizes divisible by their output stride (32)."""
+    if model["name"] == "unet":
+        return patch
+    return [int(max(32, round(p / 32) * 32)) for p in patch]
+
+
+def _timed(candidate: dict[str, Any], plan: Plan, precision: Precision) -> dict[str, Any]:
+    """The candidate with its measured seconds per training sample: steps of a batch of 2 random
+    patches (forward, cross-entropy, backward, AdamW), median after a warm-up step."""
+    options = {k: v for k, v in {**plan.model, **candidate["topology"]}.items() if k != "name"}
+    if options.get("encoder_weights"):
+        options["encoder_weights"] = None  # timing needs no pretrained weights
+    torch.manual_seed(0)
+    model = precision.prepare_model(models.create(plan.model["name"], plan.dims, plan.in_channels,
+                                                  plan.n_classes, **options)).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    images = precision.to_device(torch.randn(2, plan.in_channels, *candidate["patch_size"]))
+    images = precision.memory_format(images, model)
+    labels = torch.randint(0, plan.n_classes, (2, *candidate["patch_size"]),
+                           device=precision.device)
+    times: list[float] = []
+    while len(times) < 2 or (sum(times) < TIMED_SECONDS and len(times) < 6):
+        started = time.perf_counter()
+        with precision.autocast():
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if precision.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    step = float(np.median(times[1:]))
+    params = sum(p.numel() for p in model.parameters())
+    return {**candidate, "seconds_per_sample": round(step / 2, 5), "params_m": round(params / 1e6, 3)}
+
+
+def _batch(candidate: dict[str, Any], dims: int, seconds: float) -> int:
+    """The batch that takes TARGET_STEPS steps in the budget, within [MIN_BATCH, MAX_BATCH]."""
+    fits = int(seconds / (TARGET_STEPS * candidate["seconds_per_sample"]))
+    return int(np.clip(fits, MIN_BATCH[dims], MAX_BATCH[dims]))
+
+
+def _choose(candidates: list[dict[str, Any]], dims: int, seconds: float
+            ) -> tuple[dict[str, Any], str]:
+    """The largest patch, then the wider network, among the candidates that take TARGET_STEPS
+    steps of at least MIN_BATCH patches in the budget; if none does, the fastest."""
+    feasible = [c for c in candidates
+                if seconds / (c["seconds_per_sample"] * MIN_BATCH[dims]) >= TARGET_STEPS]
+    if not feasible:
+        fastest = min(candidates, key=lambda c: c["seconds_per_sample"])
+        return fastest, (f"no candidate takes {TARGET_STEPS} steps of {MIN_BATCH[dims]} patches "
+                         f"in {seconds / 60:.1f} training minutes on this machine: the fastest "
+                         f"({fastest['seconds_per_sample']} s per patch) is taken")
+    best = max(feasible, key=lambda c: (int(np.prod(c["patch_size"])), c["network"] == "wide"))
+    return best, (f"{len(feasible)} of {len(candidates)} candidates take {TARGET_STEPS} steps of "
+                  f"{MIN_BATCH[dims]} patches in {seconds / 60:.1f} training minutes; the one with "
+                  "the largest patch (context), then the wider network, is taken")
