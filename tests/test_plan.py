@@ -12,9 +12,11 @@ from seglab.errors import SeglabError
 from seglab.plan import Plan, apply_overrides, make_plan, parse_overrides
 
 
-def _fingerprint(dims: int, shape: list[int], spacing: list[float], modality: str = "MRI"):
+def _fingerprint(dims: int, shape: list[int], spacing: list[float], modality: str = "MRI",
+                 channels: int = 1):
     return Fingerprint(
-        name="t", layout="folders", source="/x", dims=dims, channels=1, n_cases=3, n_unlabeled=0,
+        name="t", layout="folders", source="/x", dims=dims, channels=channels, n_cases=3,
+        n_unlabeled=0,
         classes=["background", "a"], label_values=None, ignore_label=None, roi_rule=None,
         modality=modality, class_voxels=[90, 10], shapes=[shape] * 3, spacings=[spacing] * 3,
         intensity=[{"mean": 5.0, "std": 2.0, "p00_5": -100.0, "p99_5": 300.0}])
@@ -73,3 +75,35 @@ def test_plan_round_trips_through_json(tmp_path: Path) -> None:
     plan.label_values = {0: 1, 255: 0}
     plan.save(tmp_path / "plan.json")
     assert Plan.load(tmp_path / "plan.json") == plan
+
+
+def test_colour_images_get_a_pretrained_encoder_and_grey_ones_the_dynamic_unet() -> None:
+    colour = make_plan(_fingerprint(2, [97, 131], [1.0, 1.0], "photo", channels=3))
+    assert colour.model == {"name": "encoder_unet", "encoder": "tf_efficientnet_lite0",
+                            "encoder_weights": "imagenet"}
+    assert all(p % 32 == 0 for p in colour.patch_size)
+    assert colour.optimizer["lr"] == 1e-3 and "pretrained" in colour.planning["model"]
+    grey = make_plan(_fingerprint(2, [97, 131], [1.0, 1.0]))
+    assert grey.model["name"] == "unet" and "dynamic U-Net" in grey.planning["model"]
+    named = make_plan(_fingerprint(2, [97, 131], [1.0, 1.0], channels=3), {"model.name": "unet"})
+    assert named.model["name"] == "unet" and named.planning["model"] == "named by the user"
+
+
+def test_mirroring_is_planned_on_a_gpu_only() -> None:
+    fp = _fingerprint(3, [40, 50, 30], [1.0, 1.0, 1.0])
+    assert make_plan(fp, device="cuda").inference["mirror_axes"] == [0, 1, 2]
+    assert make_plan(fp, device="cpu").inference["mirror_axes"] == []
+
+
+@pytest.mark.parametrize(("pair", "field"), [
+    ("epochs=abc", "epochs"), ("batch_size=0", "batch_size"), ("model.widths=x", "model.widths"),
+    ("optimizer.name=rmsprop", "optimizer.name"), ("optimizer.nam=sgd", "optimizer")])
+def test_a_wrong_override_exits_2_with_one_line_and_leaves_no_run_folder(
+        pair: str, field: str, png_dataset: Path, tmp_path: Path, capsys) -> None:
+    from seglab.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", str(png_dataset), "--out", str(out), "--set", pair]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("seglab: error: ") and field in err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]

@@ -7,31 +7,17 @@ from typing import Any, Callable
 
 import pytest
 
-from seglab.data.inspect import Fingerprint
 from seglab.errors import SeglabError
 from seglab.plan import make_plan
 from seglab.plan_check import check_plan
-
-# Keys the planner does not write yet; the complete plans of these tests get them here.
-OPTIMIZER_FILL = {"momentum": 0.99, "nesterov": True, "warmup_fraction": 0.0, "grad_clip": 12.0}
-
-
-def _fingerprint(dims: int, shape: list[int], spacing: list[float], modality: str = "MRI"):
-    return Fingerprint(
-        name="t", layout="folders", source="/x", dims=dims, channels=1, n_cases=3, n_unlabeled=0,
-        classes=["background", "a"], label_values=None, ignore_label=None, roi_rule=None,
-        modality=modality, class_voxels=[90, 10], shapes=[shape] * 3, spacings=[spacing] * 3,
-        intensity=[{"mean": 5.0, "std": 2.0, "p00_5": -100.0, "p99_5": 300.0}])
+from tests.test_plan import _fingerprint
 
 
 def _plan(dims: int = 2, overrides: dict[str, Any] | None = None, modality: str = "MRI") -> dict:
     """A complete plan dict, as `Plan.to_dict()` gives it, through JSON (string keys)."""
     fp = (_fingerprint(2, [97, 131], [1.0, 1.0], modality) if dims == 2
           else _fingerprint(3, [128, 128, 20], [0.5, 0.5, 4.0], modality))
-    data = json.loads(json.dumps(make_plan(fp, overrides).to_dict()))
-    for key, value in OPTIMIZER_FILL.items():
-        data["optimizer"].setdefault(key, value)
-    return data
+    return json.loads(json.dumps(make_plan(fp, overrides).to_dict()))
 
 
 @pytest.mark.parametrize("dims,modality", [(2, "MRI"), (3, "CT")])

@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                             "(the same as --set time_budget_minutes=M)")
     train.add_argument("--folds", type=int, metavar="N",
                        help="cross-validate: N folds over the training cases, each in RUN/fold_K; "
-                            "the run predicts with their ensemble (the same as --set split.folds=N)")
+                            "the run predicts with their ensemble (= --set split.folds=N)")
     train.add_argument("--fold", type=int, metavar="K",
                        help="train fold K only (creating the cross-validated run if needed)")
     train.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation")
@@ -172,6 +172,7 @@ def _train(args) -> None:
                 evaluate=not args.no_evaluate, compile=args.compile, minutes=args.minutes,
                 folds=args.folds, fold=args.fold)
     _print_evaluation(run.path / "evaluation")
+    _print_folds(run.path)
     print(f"run folder: {run.path}")
 
 
@@ -219,6 +220,7 @@ def _evaluate(args) -> None:
     if args.reference is None:
         evaluate(args.pred)
         _print_evaluation(Path(args.pred) / "evaluation")
+        _print_folds(Path(args.pred))
         return
     out = args.out or Path(args.pred) / "evaluation"
     classes = args.classes.split(",") if args.classes else None
@@ -281,6 +283,18 @@ def _demo(args) -> None:
           f"images, {time.monotonic() - started:.0f} s in all")
     print(f"data: {out / 'data'}\nrun:  {run.path}  (plan.json, log.jsonl, checkpoints/, "
           "predictions/test/, evaluation/)")
+
+
+def _print_folds(run: Path) -> None:
+    """Each fold's mean test Dice beside the ensemble's, for a cross-validated run."""
+    scored = sorted(run.glob("fold_*/evaluation/metrics.json"),
+                    key=lambda path: int(path.parent.parent.name.removeprefix("fold_")))
+    if not scored or not (run / "evaluation" / "metrics.json").is_file():
+        return
+    for path in [*scored, run / "evaluation" / "metrics.json"]:
+        name = path.parent.parent.name if path.parent.parent != run else "ensemble"
+        dice = json.loads(path.read_text())["summary"]["mean"]["dice"]["mean"]
+        print(f"{name:>8}  mean test Dice {dice:.4f}")
 
 
 def _print_evaluation(folder: Path) -> None:

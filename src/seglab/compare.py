@@ -43,12 +43,13 @@ from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.evaluate import EVALUATION, Steps, evaluate_run
 from seglab.infer import choose_postprocessing, load_model, predict_case
-from seglab.plan import Plan, make_plan
+from seglab.plan import Plan, make_plan, overridden_fields
+from seglab.plan_budget import fit_to_budget
 from seglab.report.compare_page import format_csv, format_markdown, render_html
 from seglab.report.run_page import write_report
 from seglab.run import Run
-from seglab.train.loop import train as train_run
 from seglab.run_setup import open_dataset, planned_split, write_new_run
+from seglab.train.loop import train as train_run
 
 MEASUREMENTS = "measurements.json"
 POSTPROCESSED = "evaluation-postprocessed"  # RUN/<this>: the test scores with post-processing
@@ -175,12 +176,12 @@ def _compare_one(name: str, path: Path, fingerprint: Fingerprint, split: dict[st
         supported = " and ".join(f"{d}D" for d in dims)
         return [_row(name, None, {"status": "skipped",
                                   "reason": f"{supported} only; the data is {fingerprint.dims}D"})]
+    policy = (settings["device"], settings["precision"], settings.get("compile", "auto"))
     try:
-        plan = _plan(name, fingerprint, split, settings["overrides"])
+        plan = _plan(name, fingerprint, split, settings["overrides"], Precision.choose(*policy))
     except SeglabError as error:
         return [_row(name, None, {"status": "failed", "reason": str(error)})]
     write_new_run(path, settings["data"], fingerprint, plan, split)
-    policy = (settings["device"], settings["precision"], settings.get("compile", "auto"))
     exitcode = _run_in_child(path, policy, settings.get("postprocessing", False), progress)
     measured = _measurements(path)
     if not measured:
@@ -189,11 +190,14 @@ def _compare_one(name: str, path: Path, fingerprint: Fingerprint, split: dict[st
 
 
 def _plan(name: str, fingerprint: Fingerprint, split: dict[str, list[str]],
-          overrides: dict[str, Any]) -> Plan:
-    """A model's plan; a classical method's is the plan without the model overrides, its `model`
-    naming the method and its parameters (the method's own defaults, refined when fitted)."""
+          overrides: dict[str, Any], policy: Precision) -> Plan:
+    """A model's plan (with a time budget, fitted to it on this machine as `seglab train` fits
+    it); a classical method's is the plan without the model overrides, its `model` naming the
+    method and its parameters (the method's own defaults, refined when fitted)."""
     if not classical.is_method(name):
-        return make_plan(fingerprint, {**overrides, "model.name": name, "split.fixed": split})
+        overrides = {**overrides, "model.name": name, "split.fixed": split}
+        plan = make_plan(fingerprint, overrides, device=policy.device.type)
+        return fit_to_budget(plan, fingerprint, overridden_fields(overrides), policy)
     common = {k: v for k, v in overrides.items() if k.split(".")[0] != "model"}
     plan = make_plan(fingerprint, {**common, "split.fixed": split})
     return dataclasses.replace(plan, model={"name": name, "classical": {}})

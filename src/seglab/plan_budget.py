@@ -36,6 +36,9 @@ MIN_PATCH_SIDE = {2: 64, 3: 16}
 WIDTHS = {"narrow": (16, 256), "wide": (32, 320)}  # first stage, cap (nnU-Net: 32, 320 or 512)
 TIMED_SECONDS = 2.0  # per candidate, after one warm-up step
 TRAINING_SHARE = 0.95  # of the budget: the rest goes to epochs' ends and checkpoints
+# Test-time mirroring costs 1 + dims forward passes; where they take no longer than this for the
+# median case on this machine (small volumes, e.g. hippocampus: 1 window), it is planned on.
+MIRROR_SECONDS = 1.0
 
 
 def fit_to_budget(plan: Plan, fp: Fingerprint, overridden: set[str],
@@ -48,7 +51,8 @@ def fit_to_budget(plan: Plan, fp: Fingerprint, overridden: set[str],
     plan = copy.deepcopy(plan)
     free_patch = "patch_size" not in overridden
     free_network = plan.model["name"] == "unet" and not any(
-        key == "model" or key.startswith("model.") for key in overridden)
+        key == "model" or (key.startswith("model.") and key != "model.name")
+        for key in overridden)
     seconds = plan.time_budget_minutes * 60 * TRAINING_SHARE
     candidates = [_timed(c, plan, precision) for c in _candidates(plan, fp, free_patch,
                                                                    free_network)]
@@ -64,6 +68,8 @@ def fit_to_budget(plan: Plan, fp: Fingerprint, overridden: set[str],
         plan.iterations_per_epoch = int(np.clip(round(steps / 25), 25, 250))
     if "epochs" not in overridden:  # the budget, not the epochs, ends training
         plan.epochs = max(1, math.ceil(2 * steps / plan.iterations_per_epoch))
+    if not {"inference", "inference.mirror_axes"} & overridden:
+        _plan_mirroring(plan, fp, chosen["seconds_per_sample"])
     plan.planning["budget"] = {
         "minutes": plan.time_budget_minutes, "device": str(precision.device),
         "precision": precision.name, "target_steps": TARGET_STEPS,
@@ -71,6 +77,23 @@ def fit_to_budget(plan: Plan, fp: Fingerprint, overridden: set[str],
         "candidates": [{k: v for k, v in c.items() if k != "topology"} | {
             "widths": c["topology"].get("widths")} for c in candidates]}
     return plan
+
+
+def _plan_mirroring(plan: Plan, fp: Fingerprint, seconds_per_sample: float) -> None:
+    """Mirroring on every axis where its forward passes over the median case's windows take at
+    most MIRROR_SECONDS (a forward pass taken as a third of a timed training step)."""
+    shapes = np.array(fp.shapes, float)
+    if plan.target_spacing is not None:
+        shapes = shapes * np.array(fp.spacings) / np.array(plan.target_spacing)
+    shape, patch = np.median(shapes, axis=0), np.array(plan.patch_size, float)
+    step = np.maximum(patch * (1 - plan.inference["overlap"]), 1)
+    windows = int(np.prod(np.ceil(np.maximum(shape - patch, 0) / step) + 1))
+    seconds = (1 + plan.dims) * windows * seconds_per_sample / 3
+    if seconds <= MIRROR_SECONDS and not plan.inference["mirror_axes"]:
+        plan.inference = {**plan.inference, "mirror_axes": list(range(plan.dims)),
+                          "tta_reason": f"mirroring along every axis: {1 + plan.dims} passes over "
+                                        f"the median case's {windows} window(s) take about "
+                                        f"{seconds:.2f} s here"}
 
 
 def _candidates(plan: Plan, fp: Fingerprint, free_patch: bool,
@@ -86,22 +109,26 @@ def _candidates(plan: Plan, fp: Fingerprint, free_patch: bool,
     candidates = []
     for patch in patches:
         for width_name, (first, cap) in WIDTHS.items() if free_network else [("plan", (0, 0))]:
-            if free_network:
-                patch, strides, kernels = pooling_topology(np.array(patch, float), spacing)
+            if free_network:  # the user's own patch is kept as given (AnySize pads inputs)
+                rounded, strides, kernels = pooling_topology(np.array(patch, float), spacing)
+                patch = rounded if free_patch else patch
                 topology = {"widths": [min(first * 2**k, cap) for k in range(len(kernels))],
                             "kernels": kernels, "strides": strides}
             else:
-                patch = _multiple(patch, plan.model)
+                patch = _multiple(patch, plan.model) if free_patch else patch
                 topology = {}
             candidates.append({"patch_size": patch, "network": width_name, "topology": topology})
     return candidates
 
 
 def _multiple(patch: list[int], model: dict) -> list[int]:
-    """Encoder models (smp) need sizes divisible by their output stride (32)."""
-    if model["name"] == "unet":
-        return patch
-    return [int(max(32, round(p / 32) * 32)) for p in patch]
+    """The patch rounded to what the network divides without padding: the product of the U-Net's
+    strides, or the encoder models' output stride (32)."""
+    if model["name"] == "unet" and model.get("strides"):
+        divisor = np.prod(np.array(model["strides"]), axis=0)
+    else:
+        divisor = np.full(len(patch), 32 if model["name"] != "unet" else 1)
+    return [int(max(d, round(p / d) * d)) for p, d in zip(patch, divisor)]
 
 
 def _timed(candidate: dict[str, Any], plan: Plan, precision: Precision) -> dict[str, Any]:
@@ -132,7 +159,8 @@ def _timed(candidate: dict[str, Any], plan: Plan, precision: Precision) -> dict[
         times.append(time.perf_counter() - started)
     step = float(np.median(times[1:]))
     params = sum(p.numel() for p in model.parameters())
-    return {**candidate, "seconds_per_sample": round(step / 2, 5), "params_m": round(params / 1e6, 3)}
+    return {**candidate, "seconds_per_sample": round(step / 2, 5),
+            "params_m": round(params / 1e6, 3)}
 
 
 def _batch(candidate: dict[str, Any], dims: int, seconds: float) -> int:

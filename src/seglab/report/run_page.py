@@ -145,6 +145,9 @@ def _plan(plan: dict[str, Any]) -> str:
             ("optimizer", json.dumps(plan.get("optimizer"))),
             ("foreground oversampling", plan.get("foreground_oversampling")),
             ("seed", plan.get("seed"))]
+    inference = plan.get("inference") or {}
+    rows.append(("test-time mirroring", f"axes {inference.get('mirror_axes')}: "
+                                        f"{inference.get('tta_reason', 'as the plan says')}"))
     planning = plan.get("planning") or {}
     if "model" in planning:
         rows.append(("why this model", planning["model"]))
