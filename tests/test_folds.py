@@ -68,7 +68,8 @@ def test_folds_train_in_their_own_folders_and_predict_as_the_mean_of_their_proba
 @pytest.mark.slow
 def test_a_fold_killed_mid_epoch_resumes_and_finishes(png_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    process = _start_training(png_dataset, out, "--folds", "2", "--fold", "0")
+    process = _start_training(png_dataset, out, "--folds", "2", "--fold", "0",
+                              "--set", "epochs=1000")  # killed long before
     last = out / "fold_0" / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 240
     while not last.exists() and time.monotonic() < deadline and process.poll() is None:
@@ -77,9 +78,11 @@ def test_a_fold_killed_mid_epoch_resumes_and_finishes(png_dataset: Path, tmp_pat
     time.sleep(0.3)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not load_checkpoint(last)["progress"]["finished"]
+    killed_at = load_checkpoint(last)["progress"]
+    assert not killed_at["finished"]
+    end = killed_at["epoch"] + 2
 
-    resumed = _start_training(None, out, "--resume", "--fold", "0")
+    resumed = _start_training(None, out, "--resume", "--fold", "0", "--set", f"epochs={end}")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
-    assert [r["epoch"] for r in Run.open(out / "fold_0").log()] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in Run.open(out / "fold_0").log()] == list(range(1, end + 1))
     assert not (out / "fold_1").exists()  # only the fold asked for
