@@ -309,7 +309,9 @@ def section(name: str, root: Path, minutes: float, tuned: bool, figure: Path) ->
         lines.append("- seglab (defaults): the plan seglab's planner makes; the only override is "
                      f"`{json.dumps(seglab['overrides'])}`")
     if tuned_row:
-        lines.append(f"- seglab (tuned): overrides `{json.dumps(tuned_row['overrides'])}`")
+        lines.append(f"- seglab (tuned): overrides `{json.dumps(tuned_row['overrides'])}`: the "
+                     "hand-set plan of this benchmark's earlier versions, kept beside the defaults "
+                     "to show what the planner gains or loses against it")
     if reference:
         lines.append("- reference U-Net: `benchmarks/reference_unet.py`, a plain PyTorch U-Net "
                      "(BatchNorm in 2D, InstanceNorm in 3D), Adam 1e-3, Dice + CE, random patches "

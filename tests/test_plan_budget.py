@@ -83,10 +83,26 @@ def test_mirroring_is_planned_where_its_passes_are_cheap_for_the_median_case(mon
     small = _fingerprint(3, [36, 50, 35], [1.0, 1.0, 1.0])
     plan = make_plan(small, {"time_budget_minutes": 30})
     fitted = fit_to_budget(plan, small, {"time_budget_minutes"}, CPU)
-    assert fitted.inference["mirror_axes"] == [0, 1, 2] and "1 window" in fitted.inference[
+    assert fitted.inference["mirror_axes"] == [0, 1, 2] and "passes over" in fitted.inference[
         "tta_reason"]
     monkeypatch.setattr(plan_budget, "_timed", _fake_timing({"narrow": 1e-4, "wide": 2e-4}))
     slow = fit_to_budget(plan, small, {"time_budget_minutes"}, CPU)
     assert slow.inference["mirror_axes"] == []
     kept = fit_to_budget(plan, small, {"time_budget_minutes", "inference.mirror_axes"}, CPU)
     assert kept.inference["mirror_axes"] == []
+
+
+def test_epochs_are_sized_so_that_validation_takes_a_tenth_of_the_budget(monkeypatch) -> None:
+    monkeypatch.setattr(plan_budget, "_timed", _fake_timing({"narrow": 2e-6, "wide": 8e-6}))
+    fp = _fingerprint(2, [4000, 4000], [1.0, 1.0])
+    plan = make_plan(fp, {"time_budget_minutes": 30, "split.val_fraction": 0.5})
+    fitted = fit_to_budget(plan, fp, {"time_budget_minutes"}, CPU)
+    budget = fitted.planning["budget"]
+    assert 1 < budget["validations"] < plan_budget.MAX_VALIDATIONS  # validation binds here
+    validations = budget["expected_steps"] / fitted.iterations_per_epoch
+    assert validations == pytest.approx(budget["validations"], rel=0.05)
+    seconds = 30 * 60 * plan_budget.TRAINING_SHARE
+    assert validations * budget["validation_seconds"] <= 0.11 * seconds
+    monkeypatch.setattr(plan_budget, "_timed", _fake_timing({"narrow": 1e-9, "wide": 2e-9}))
+    fast = fit_to_budget(plan, fp, {"time_budget_minutes"}, CPU)
+    assert fast.planning["budget"]["validations"] == plan_budget.MAX_VALIDATIONS

@@ -43,12 +43,11 @@ from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.evaluate import EVALUATION, Steps, evaluate_run
 from seglab.infer import choose_postprocessing, load_model, predict_case
-from seglab.plan import Plan, make_plan, overridden_fields
-from seglab.plan_budget import fit_to_budget
+from seglab.plan import Plan, make_plan
 from seglab.report.compare_page import format_csv, format_markdown, render_html
 from seglab.report.run_page import write_report
 from seglab.run import Run
-from seglab.run_setup import open_dataset, planned_split, write_new_run
+from seglab.run_setup import open_dataset, plan_for, planned_split, write_new_run
 from seglab.train.loop import train as train_run
 
 MEASUREMENTS = "measurements.json"
@@ -195,9 +194,8 @@ def _plan(name: str, fingerprint: Fingerprint, split: dict[str, list[str]],
     it); a classical method's is the plan without the model overrides, its `model` naming the
     method and its parameters (the method's own defaults, refined when fitted)."""
     if not classical.is_method(name):
-        overrides = {**overrides, "model.name": name, "split.fixed": split}
-        plan = make_plan(fingerprint, overrides, device=policy.device.type)
-        return fit_to_budget(plan, fingerprint, overridden_fields(overrides), policy)
+        return plan_for(fingerprint, {**overrides, "model.name": name, "split.fixed": split},
+                        policy)
     common = {k: v for k, v in overrides.items() if k.split(".")[0] != "model"}
     plan = make_plan(fingerprint, {**common, "split.fixed": split})
     return dataclasses.replace(plan, model={"name": name, "classical": {}})

@@ -228,10 +228,10 @@ def attach_rois(cases: list[Case], plan: Plan, roi_folder: Path | None = None,
         if roi_folder is not None:
             case.roi = _roi_from_folder(roi_folder, path, case.shape)
         elif plan.roi_rule == "file":
-            if path.resolve() not in own:
+            if (roi := own.get(path.resolve())) is None:
                 raise SeglabError(f"{path}: the run was trained inside ROI masks read from files; "
                                   "give --roi DIR with a mask of the same name for each input")
-            case.roi = _read_roi(own[path.resolve()], case.shape)
+            case.roi = _read_roi(roi, case.shape)
         elif plan.roi_rule == "auto":
             case.roi = field_of_view(case.image)
 

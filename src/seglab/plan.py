@@ -26,6 +26,7 @@ from seglab.errors import SeglabError
 from seglab.plan_check import LOSS_DEFAULTS, check_plan
 
 MIN_FEATURE_SIZE = 4
+ENCODER_STRIDE = 32  # the output stride of the encoder models' timm backbones
 MAX_POOLINGS = 6
 ANISOTROPY_RATIO = 2.0
 
@@ -127,8 +128,9 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
     widths = [min(16 * 2**stage, 320 if fp.dims == 3 else 512) for stage in range(len(kernels))]
     topology = {"widths": widths, "kernels": kernels, "strides": strides}
     model, family_reason = _model(fp, overrides, topology)
-    if models.entry(model["name"]).defaults is not models.entry("unet").defaults:
-        patch = [int(max(32, round(p / 32) * 32)) for p in patch]  # encoders' output stride
+    if "encoder" in model:  # timm encoders need multiples of their output stride
+        patch = [int(max(ENCODER_STRIDE, round(p / ENCODER_STRIDE) * ENCODER_STRIDE))
+                 for p in patch]
     plan = Plan(
         dims=fp.dims,
         in_channels=fp.channels,

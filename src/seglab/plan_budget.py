@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from seglab import models
 from seglab.data.inspect import Fingerprint
 from seglab.device import Precision
-from seglab.plan import Plan, pooling_topology
+from seglab.plan import ENCODER_STRIDE, Plan, pooling_topology
 
 TARGET_STEPS = 5000  # steps a budgeted run should take: enough for a U-Net to converge
 MIN_BATCH = {2: 8, 3: 2}  # fewest patches per step (nnU-Net's smallest 3D batch is 2)
@@ -39,6 +39,11 @@ TRAINING_SHARE = 0.95  # of the budget: the rest goes to epochs' ends and checkp
 # Test-time mirroring costs 1 + dims forward passes; where they take no longer than this for the
 # median case on this machine (small volumes, e.g. hippocampus: 1 window), it is planned on.
 MIRROR_SECONDS = 1.0
+# Validating whole cases after every epoch is time the budget does not count: the epochs are
+# sized so that all validations together take about this share of the budget (at most
+# MAX_VALIDATIONS of them; a 5-minute fold validated 22 times spent 12 minutes validating).
+VALIDATION_SHARE = 0.1
+MAX_VALIDATIONS = 25
 
 
 def fit_to_budget(plan: Plan, fp: Fingerprint, overridden: set[str],
@@ -64,36 +69,52 @@ def fit_to_budget(plan: Plan, fp: Fingerprint, overridden: set[str],
     if "batch_size" not in overridden:
         plan.batch_size = _batch(chosen, plan.dims, seconds)
     steps = int(seconds / (chosen["seconds_per_sample"] * plan.batch_size))
+    case_seconds = _median_case_windows(plan, fp) * chosen["seconds_per_sample"] / 3
+    if not {"inference", "inference.mirror_axes"} & overridden:
+        _plan_mirroring(plan, case_seconds)
+    validation_seconds = (_validation_cases(plan, fp) * case_seconds
+                          * (1 + len(plan.inference["mirror_axes"])))
+    validations = int(np.clip(VALIDATION_SHARE * seconds / max(validation_seconds, 1e-9), 1,
+                              MAX_VALIDATIONS))
     if "iterations_per_epoch" not in overridden:
-        plan.iterations_per_epoch = int(np.clip(round(steps / 25), 25, 250))
+        plan.iterations_per_epoch = max(25, round(steps / validations))
     if "epochs" not in overridden:  # the budget, not the epochs, ends training
         plan.epochs = max(1, math.ceil(2 * steps / plan.iterations_per_epoch))
-    if not {"inference", "inference.mirror_axes"} & overridden:
-        _plan_mirroring(plan, fp, chosen["seconds_per_sample"])
     plan.planning["budget"] = {
         "minutes": plan.time_budget_minutes, "device": str(precision.device),
         "precision": precision.name, "target_steps": TARGET_STEPS,
         "expected_steps": steps, "reason": reason,
+        "validation_seconds": round(validation_seconds, 2), "validations": validations,
         "candidates": [{k: v for k, v in c.items() if k != "topology"} | {
             "widths": c["topology"].get("widths")} for c in candidates]}
     return plan
 
 
-def _plan_mirroring(plan: Plan, fp: Fingerprint, seconds_per_sample: float) -> None:
-    """Mirroring on every axis where its forward passes over the median case's windows take at
-    most MIRROR_SECONDS (a forward pass taken as a third of a timed training step)."""
+def _median_case_windows(plan: Plan, fp: Fingerprint) -> int:
+    """The sliding windows that cover the median case (in the plan's spacing)."""
     shapes = np.array(fp.shapes, float)
     if plan.target_spacing is not None:
         shapes = shapes * np.array(fp.spacings) / np.array(plan.target_spacing)
     shape, patch = np.median(shapes, axis=0), np.array(plan.patch_size, float)
     step = np.maximum(patch * (1 - plan.inference["overlap"]), 1)
-    windows = int(np.prod(np.ceil(np.maximum(shape - patch, 0) / step) + 1))
-    seconds = (1 + plan.dims) * windows * seconds_per_sample / 3
+    return int(np.prod(np.ceil(np.maximum(shape - patch, 0) / step) + 1))
+
+
+def _validation_cases(plan: Plan, fp: Fingerprint) -> int:
+    """About how many cases validate: a fold's share under cross-validation, else the split's."""
+    share = 1 / plan.split["folds"] if plan.split.get("folds") else plan.split["val_fraction"]
+    return max(1, round(share * fp.n_cases))
+
+
+def _plan_mirroring(plan: Plan, case_seconds: float) -> None:
+    """Mirroring on every axis where its forward passes over the median case take at most
+    MIRROR_SECONDS (`case_seconds`: one unmirrored pass, a forward taken as a third of a timed
+    training step)."""
+    seconds = (1 + plan.dims) * case_seconds
     if seconds <= MIRROR_SECONDS and not plan.inference["mirror_axes"]:
         plan.inference = {**plan.inference, "mirror_axes": list(range(plan.dims)),
                           "tta_reason": f"mirroring along every axis: {1 + plan.dims} passes over "
-                                        f"the median case's {windows} window(s) take about "
-                                        f"{seconds:.2f} s here"}
+                                        f"the median case take about {seconds:.2f} s here"}
 
 
 def _candidates(plan: Plan, fp: Fingerprint, free_patch: bool,
@@ -108,26 +129,27 @@ def _candidates(plan: Plan, fp: Fingerprint, free_patch: bool,
             patches.append(patch)
     candidates = []
     for patch in patches:
-        for width_name, (first, cap) in WIDTHS.items() if free_network else [("plan", (0, 0))]:
-            if free_network:  # the user's own patch is kept as given (AnySize pads inputs)
-                rounded, strides, kernels = pooling_topology(np.array(patch, float), spacing)
-                patch = rounded if free_patch else patch
-                topology = {"widths": [min(first * 2**k, cap) for k in range(len(kernels))],
-                            "kernels": kernels, "strides": strides}
-            else:
-                patch = _multiple(patch, plan.model) if free_patch else patch
-                topology = {}
-            candidates.append({"patch_size": patch, "network": width_name, "topology": topology})
+        if not free_network:
+            candidates.append({"patch_size": _multiple(patch, plan.model) if free_patch else patch,
+                               "network": "plan", "topology": {}})
+            continue
+        rounded, strides, kernels = pooling_topology(np.array(patch, float), spacing)
+        for width_name, (first, cap) in WIDTHS.items():
+            candidates.append({
+                "patch_size": rounded if free_patch else patch,  # the user's: AnySize pads it
+                "network": width_name,
+                "topology": {"widths": [min(first * 2**k, cap) for k in range(len(kernels))],
+                             "kernels": kernels, "strides": strides}})
     return candidates
 
 
 def _multiple(patch: list[int], model: dict) -> list[int]:
     """The patch rounded to what the network divides without padding: the product of the U-Net's
-    strides, or the encoder models' output stride (32)."""
+    strides, or the encoder models' output stride; other models' (AnySize pads) as it is."""
     if model["name"] == "unet" and model.get("strides"):
         divisor = np.prod(np.array(model["strides"]), axis=0)
     else:
-        divisor = np.full(len(patch), 32 if model["name"] != "unet" else 1)
+        divisor = np.full(len(patch), ENCODER_STRIDE if "encoder" in model else 1)
     return [int(max(d, round(p / d) * d)) for p, d in zip(patch, divisor)]
 
 

@@ -30,13 +30,17 @@ def create_run(data: str | Path, out: str | Path, overrides: dict[str, Any] | No
     if out.exists() and any(out.iterdir()):
         hint = " (use --resume to continue it)" if (out / "plan.json").exists() else ""
         raise SeglabError(f"{out}: folder exists and is not empty{hint}")
-    overrides = overrides or {}
-    precision = precision or Precision.choose()
     dataset = find_dataset(data)
     fingerprint = inspect_dataset(dataset)
-    plan = make_plan(fingerprint, overrides, device=precision.device.type)
-    plan = fit_to_budget(plan, fingerprint, overridden_fields(overrides), precision)
+    plan = plan_for(fingerprint, overrides or {}, precision or Precision.choose())
     return write_new_run(out, data, fingerprint, plan, planned_split(dataset, plan))
+
+
+def plan_for(fingerprint: Fingerprint, overrides: dict[str, Any], precision: Precision) -> Plan:
+    """The plan for the device of `precision`, fitted to its time budget (if any) by timing
+    candidates on it (`seglab.plan_budget`); the fields in `overrides` stay as the user set them."""
+    plan = make_plan(fingerprint, overrides, device=precision.device.type)
+    return fit_to_budget(plan, fingerprint, overridden_fields(overrides), precision)
 
 
 def planned_split(dataset: Dataset, plan: Plan) -> dict[str, list[str]]:
