@@ -15,12 +15,14 @@ CPU = Precision.choose("cpu", "fp32", "off")
 
 
 def _fake_timing(seconds_per_pixel: dict[str, float]):
-    """Seconds per patch proportional to its pixels, at a rate per network width."""
+    """Seconds per patch proportional to its pixels, at a rate per network width; an inference
+    window a tenth of that."""
     def timed(candidate, plan, precision):
         pixels = 1
         for side in candidate["patch_size"]:
             pixels *= side
-        return {**candidate, "seconds_per_sample": seconds_per_pixel[candidate["network"]] * pixels,
+        seconds = seconds_per_pixel[candidate["network"]] * pixels
+        return {**candidate, "seconds_per_sample": seconds, "seconds_per_window": seconds / 10,
                 "params_m": 1.0}
     return timed
 
@@ -73,6 +75,7 @@ def test_candidates_are_really_timed_on_this_machine() -> None:
     fitted = fit_to_budget(plan, fp, {"time_budget_minutes"}, CPU)
     candidates = fitted.planning["budget"]["candidates"]
     assert all(c["seconds_per_sample"] > 0 and c["params_m"] > 0 for c in candidates)
+    assert all(0 < c["seconds_per_window"] < c["seconds_per_sample"] for c in candidates)
     wide = {tuple(c["patch_size"]): c for c in candidates if c["network"] == "wide"}
     narrow = {tuple(c["patch_size"]): c for c in candidates if c["network"] == "narrow"}
     assert all(wide[p]["params_m"] > narrow[p]["params_m"] for p in wide)

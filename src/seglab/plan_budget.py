@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,7 @@ def fit_to_budget(plan: Plan, fp: Fingerprint, overridden: set[str],
     if "batch_size" not in overridden:
         plan.batch_size = _batch(chosen, plan.dims, seconds)
     steps = int(seconds / (chosen["seconds_per_sample"] * plan.batch_size))
-    case_seconds = _median_case_windows(plan, fp) * chosen["seconds_per_sample"] / 3
+    case_seconds = _median_case_windows(plan, fp) * chosen["seconds_per_window"]
     if not {"inference", "inference.mirror_axes"} & overridden:
         _plan_mirroring(plan, case_seconds)
     validation_seconds = (_validation_cases(plan, fp) * case_seconds
@@ -108,8 +109,8 @@ def _validation_cases(plan: Plan, fp: Fingerprint) -> int:
 
 def _plan_mirroring(plan: Plan, case_seconds: float) -> None:
     """Mirroring on every axis where its forward passes over the median case take at most
-    MIRROR_SECONDS (`case_seconds`: one unmirrored pass, a forward taken as a third of a timed
-    training step)."""
+    MIRROR_SECONDS (`case_seconds`: one unmirrored pass, its windows at the timed seconds per
+    window)."""
     seconds = (1 + plan.dims) * case_seconds
     if seconds <= MIRROR_SECONDS and not plan.inference["mirror_axes"]:
         plan.inference = {**plan.inference, "mirror_axes": list(range(plan.dims)),
@@ -154,8 +155,11 @@ def _multiple(patch: list[int], model: dict) -> list[int]:
 
 
 def _timed(candidate: dict[str, Any], plan: Plan, precision: Precision) -> dict[str, Any]:
-    """The candidate with its measured seconds per training sample: steps of a batch of 2 random
-    patches (forward, cross-entropy, backward, AdamW), median after a warm-up step."""
+    """The candidate with its measured seconds per training sample (steps of a batch of 2 random
+    patches: forward, cross-entropy, backward, AdamW; the median after a warm-up step) and per
+    inference window (forwards of the plan's inference batch in eval mode without gradients,
+    which cost far less than a third of a training step: no backward, no optimiser, a larger
+    batch)."""
     options = {k: v for k, v in {**plan.model, **candidate["topology"]}.items() if k != "name"}
     if options.get("encoder_weights"):
         options["encoder_weights"] = None  # timing needs no pretrained weights
@@ -163,26 +167,50 @@ def _timed(candidate: dict[str, Any], plan: Plan, precision: Precision) -> dict[
     model = precision.prepare_model(models.create(plan.model["name"], plan.dims, plan.in_channels,
                                                   plan.n_classes, **options)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    images = precision.to_device(torch.randn(2, plan.in_channels, *candidate["patch_size"]))
-    images = precision.memory_format(images, model)
+    images = _random_patches(2, plan, candidate, precision, model)
     labels = torch.randint(0, plan.n_classes, (2, *candidate["patch_size"]),
                            device=precision.device)
-    times: list[float] = []
-    while len(times) < 2 or (sum(times) < TIMED_SECONDS and len(times) < 6):
-        started = time.perf_counter()
+
+    def train_step() -> None:
         with precision.autocast():
             logits = model(images)
         loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+    step = _median_seconds(train_step, precision)
+    model.eval()
+    windows = _random_patches(plan.inference["batch_size"], plan, candidate, precision, model)
+
+    @torch.no_grad()
+    def forward() -> None:
+        with precision.autocast():
+            model(windows)
+
+    window = _median_seconds(forward, precision) / plan.inference["batch_size"]
+    params = sum(p.numel() for p in model.parameters())
+    return {**candidate, "seconds_per_sample": round(step / 2, 5),
+            "seconds_per_window": round(window, 6), "params_m": round(params / 1e6, 3)}
+
+
+def _random_patches(count: int, plan: Plan, candidate: dict[str, Any], precision: Precision,
+                    model: torch.nn.Module) -> torch.Tensor:
+    images = precision.to_device(torch.randn(count, plan.in_channels, *candidate["patch_size"]))
+    return precision.memory_format(images, model)
+
+
+def _median_seconds(work: Callable[[], None], precision: Precision) -> float:
+    """Median seconds of `work` after a warm-up call, over up to 5 more calls while all of them
+    together take under TIMED_SECONDS."""
+    times: list[float] = []
+    while len(times) < 2 or (sum(times) < TIMED_SECONDS and len(times) < 6):
+        started = time.perf_counter()
+        work()
         if precision.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
-    step = float(np.median(times[1:]))
-    params = sum(p.numel() for p in model.parameters())
-    return {**candidate, "seconds_per_sample": round(step / 2, 5),
-            "params_m": round(params / 1e6, 3)}
+    return float(np.median(times[1:]))
 
 
 def _batch(candidate: dict[str, Any], dims: int, seconds: float) -> int:
