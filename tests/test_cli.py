@@ -55,7 +55,8 @@ def test_labels_outside_the_declared_classes(capsys, nifti_dataset: Path) -> Non
     data[0, 0, 0] = 3
     nib.save(nib.Nifti1Image(data, label.affine), path)
     err = _error(capsys, "inspect", str(nifti_dataset))
-    assert "sph_004.nii.gz: label values [3] outside the declared classes (3 classes" in err
+    assert "sph_004.nii.gz: label values [3] are neither class indices (3 classes)" in err
+    assert "add `3: <class index>` under label_values" in err
 
 
 def test_empty_dataset(capsys, tmp_path: Path) -> None:

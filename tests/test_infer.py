@@ -39,6 +39,8 @@ def test_predictions_are_written_back_in_the_datasets_own_values() -> None:
     assert output_value_map(plan) is None
     plan.label_values = {0: 1, 32: 1, 255: 0}
     assert output_value_map(plan) is None
+    plan.label_values = {255: 1}  # partial: class 0 is stored as 0
+    assert output_value_map(plan) == {0: 0, 1: 255}
 
 
 def test_volumes_are_resampled_to_the_target_spacing_and_predicted_back_on_their_own_grid() -> None:

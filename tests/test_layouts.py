@@ -65,6 +65,22 @@ def _yaml_dataset(tmp_path: Path, text: str) -> Path:
     return tmp_path
 
 
+def test_a_partial_label_values_map_keeps_the_values_it_does_not_name(tmp_path: Path) -> None:
+    root = _yaml_dataset(tmp_path, MAPPED_YAML.replace("{200: 0, 100: 1}", "{200: 1}")
+                         + "ignore_label: 7\n")
+    for path in (root / "gt").iterdir():  # stored as 0 (background) and 200 (thing)
+        label = np.array(Image.open(path))
+        Image.fromarray(np.where(label == 100, 0, label).astype(np.uint8)).save(path)
+    dataset = find_dataset(root)
+    fingerprint = inspect_dataset(dataset)
+    assert fingerprint.class_voxels == [4 * 39, 4 * 40]
+    label = load_case(dataset, dataset.cases[0]).label
+    assert (label[1:4] == 0).all() and (label[4:] == 1).all()
+    Image.fromarray(np.full((8, 10), 9, np.uint8)).save(root / "gt" / "mask-1.png")
+    with pytest.raises(SeglabError, match=r"mask-1.png: label values \[9\].*add `9: <class index>`"):
+        inspect_dataset(find_dataset(root))
+
+
 def test_yaml_id_regex_template_label_mapping_ignore_and_split(tmp_path: Path) -> None:
     root = _yaml_dataset(tmp_path, MAPPED_YAML + "ignore_label: 7\nsplit: {test: ['3'], val: 'img_2'}\n")
     dataset = find_dataset(root)

@@ -151,13 +151,17 @@ def choose_postprocessing_for(run: Run, segment: Callable[[Case], np.ndarray],
 
 def output_value_map(plan: Plan) -> dict[int, int] | None:
     """Class index -> the raw value the dataset stores it as, when that is one value per class, so
-    that predictions look like the dataset's own label files (e.g. membrane = 0, cell = 255)."""
+    that predictions look like the dataset's own label files (e.g. membrane = 0, cell = 255). A
+    class that a partial `label_values` does not name is stored as its own index."""
     if not plan.label_values:
         return None
     inverse: dict[int, list[int]] = {}
     for raw, index in plan.label_values.items():
         inverse.setdefault(index, []).append(raw)
-    if any(len(raws) > 1 for raws in inverse.values()):
+    for index in range(plan.n_classes):
+        if index not in inverse and index not in plan.label_values:
+            inverse[index] = [index]
+    if any(len(raws) > 1 for raws in inverse.values()) or len(inverse) < plan.n_classes:
         return None
     mapping = {index: raws[0] for index, raws in inverse.items()}
     return None if all(k == v for k, v in mapping.items()) else mapping

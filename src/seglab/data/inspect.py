@@ -122,19 +122,19 @@ def _resolve_classes(dataset: Dataset, records: list[dict], notes: list[str],
     if dataset.classes is None:
         dataset.classes = ["background"] + [
             f"class_{k}" for k in range(1, max(dataset.label_values.values()) + 1)]
-    allowed = set(dataset.label_values) if dataset.label_values else set(range(len(dataset.classes)))
+    allowed = set(range(len(dataset.classes))) | set(dataset.label_values or {})
     allowed |= {dataset.ignore_label} - {None}
     for record in records:
         bad = sorted(set(record["values"]) - allowed)
         if bad:
-            problems.append(f"{record['label_path']}: label values {bad[:6]} outside the declared "
-                            f"classes ({len(dataset.classes)} classes, allowed values "
-                            f"{sorted(allowed)[:12]})")
+            problems.append(f"{record['label_path']}: label values {bad[:6]} are neither class "
+                            f"indices ({len(dataset.classes)} classes) nor named in label_values;"
+                            f" add `{bad[0]}: <class index>` under label_values in seglab.yaml")
 
 
 def _fingerprint(dataset: Dataset, records: list[dict], notes: list[str]) -> Fingerprint:
     n_classes = len(dataset.classes)
-    lookup = dataset.label_values or {k: k for k in range(n_classes)}
+    lookup = {k: k for k in range(n_classes)} | (dataset.label_values or {})
     class_voxels = [0] * n_classes
     for record in records:
         for value, count in record["values"].items():

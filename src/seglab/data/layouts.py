@@ -16,7 +16,8 @@ A `seglab.yaml` has these fields (all paths relative to `root`, itself relative 
     channels: ['t1c/{id}.nii.gz'] # further input channels of the same case (optional)
     roi: auto | 'fov/{id}.png'    # region of interest (field of view): derived or read
     classes: [background, vessel] # class names, in class-index order
-    label_values: {255: 1}        # raw label value -> class index (unlisted values are errors)
+    label_values: {255: 1}        # raw value -> class index; an unnamed value that is a class
+                                  # index keeps it (0 -> 0 here), any other value is an error
     ignore_label: 11              # raw value that is not scored and not trained on
     modality: CT                  # CT gets CT normalisation; anything else per-image z-score
     spacing: [0.0046, 0.0046]     # for formats that carry none

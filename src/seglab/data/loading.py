@@ -59,16 +59,19 @@ def read_case_label(dataset: Dataset, ref: CaseRef, shape: tuple[int, ...]) -> n
 
 
 def map_label_values(raw: np.ndarray, dataset: Dataset, path) -> np.ndarray:
-    """Raw stored values -> class indices, with every unexpected value reported by name."""
+    """Raw stored values -> class indices, with every unexpected value reported by name. A
+    `label_values` map may be partial: a value it does not name keeps its own index when that is a
+    class (`{255: 1}` reads 0 as class 0)."""
     n_classes = len(dataset.classes) if dataset.classes else None
     ignore = raw == dataset.ignore_label if dataset.ignore_label is not None else None
     if dataset.label_values:
-        lookup = dataset.label_values
         present = {int(v) for v in np.unique(raw)} - ({dataset.ignore_label} - {None})
-        unknown = sorted(present - set(lookup))
+        lookup = {v: class_of_value(v, dataset.label_values, n_classes) for v in present}
+        unknown = sorted(v for v, index in lookup.items() if index is None)
         if unknown:
-            raise SeglabError(f"{path}: label values {unknown[:6]} are not in `label_values` "
-                              f"{sorted(lookup)}")
+            raise SeglabError(f"{path}: label values {unknown[:6]} are neither in `label_values` "
+                              f"{sorted(dataset.label_values)} nor class indices; add "
+                              f"`{unknown[0]}: <class index>` to label_values")
         mapped = np.zeros(raw.shape, dtype=np.uint8)
         for value, index in lookup.items():
             mapped[raw == value] = index
@@ -84,6 +87,16 @@ def map_label_values(raw: np.ndarray, dataset: Dataset, path) -> np.ndarray:
     if ignore is not None:
         mapped[ignore] = IGNORE_INDEX
     return mapped
+
+
+def class_of_value(value: int, label_values: dict[int, int], n_classes: int | None) -> int | None:
+    """The class a stored label value stands for: the one `label_values` names, else the value
+    itself where it is a class index (0 <= value < n_classes, or up to the highest index the
+    map names when the classes are not known yet); None when it is neither."""
+    if value in label_values:
+        return label_values[value]
+    limit = n_classes if n_classes is not None else max(label_values.values()) + 1
+    return value if 0 <= value < limit else None
 
 
 def field_of_view(image: np.ndarray) -> np.ndarray:
