@@ -59,6 +59,43 @@ def test_labels_outside_the_declared_classes(capsys, nifti_dataset: Path) -> Non
     assert "add `3: <class index>` under label_values" in err
 
 
+def test_nan_or_infinite_voxels_are_refused_by_name(capsys, nifti_dataset: Path) -> None:
+    path = nifti_dataset / "imagesTr" / "sph_005_0000.nii.gz"
+    image = nib.load(path)
+    data = np.asanyarray(image.dataobj).copy()
+    data[1, 2, 3], data[4, 5, 6] = np.nan, np.inf
+    nib.save(nib.Nifti1Image(data, image.affine), path)
+    err = _error(capsys, "inspect", str(nifti_dataset))
+    assert "sph_005_0000.nii.gz: 2 of 3600 values are NaN or infinite" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("images: images/*.png\nid: '(?P<id>[0-9+'\n", "the `id` regex '(?P<id>[0-9+' is not a valid"),
+    ("images: images/*.png\nsplit: {test: '(case'}\n", "split `test` '(case' is not a valid"),
+    ("images: images/*.png\nlabel: labels/{id}.png\n", "unknown key `label` (the keys are"),
+])
+def test_a_broken_seglab_yaml_gets_one_line(capsys, png_dataset: Path, text: str,
+                                           message: str) -> None:
+    (png_dataset / "seglab.yaml").write_text(text)
+    err = _error(capsys, "inspect", str(png_dataset))
+    assert message in err and err.count("\n") == 1
+
+
+def test_an_output_folder_that_is_a_file_or_cannot_be_made_gets_one_line(
+        capsys, png_dataset: Path, tmp_path: Path) -> None:
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    err = _error(capsys, "train", str(png_dataset), "--out", str(a_file))
+    assert "taken: is a file, not a folder" in err
+    err = _error(capsys, "train", str(png_dataset), "--out", str(a_file / "sub" / "run"))
+    assert "taken/sub: cannot create the output folder (Not a directory)" in err
+    err = _error(capsys, "predict", "--method", "otsu", str(png_dataset / "images"), "--out",
+                 str(a_file))
+    assert "taken: is a file, not a folder" in err
+    assert a_file.read_text() == "not a folder" and not list(tmp_path.glob(".*"))  # nothing left
+
+
 def test_empty_dataset(capsys, tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()

@@ -14,6 +14,7 @@ from PIL import Image
 from seglab.data import io
 from seglab.data.io import (
     atomic_path,
+    output_folder,
     read_image,
     read_label,
     suffix_of,
@@ -153,6 +154,34 @@ def test_tiff_grey_and_rgb_read_as_2d(tmp_path: Path) -> None:
     case = read_image(tmp_path / "c.tiff")
     assert case.image.shape == (3, 6, 5) and case.spacing == (1.0, 1.0)
     assert np.array_equal(case.image, np.moveaxis(rgb, -1, 0))
+
+
+@pytest.mark.parametrize("compression", ["lzw", "deflate", "zstd", "jpeg"])
+def test_compressed_tiffs_read_as_the_image_they_store(tmp_path: Path, compression: str) -> None:
+    yy, xx = np.mgrid[:24, :32]
+    rgb = np.stack([yy * 10, xx * 8, 255 - xx * 8], axis=-1).astype(np.uint8)  # smooth ramps
+    tifffile.imwrite(tmp_path / "c.tif", rgb, compression=compression, photometric="rgb")
+    case = read_image(tmp_path / "c.tif")
+    assert case.image.shape == (3, 24, 32)
+    tolerance = 4 if compression == "jpeg" else 0  # JPEG-in-TIFF is lossy
+    assert np.abs(case.image - np.moveaxis(rgb, -1, 0)).mean() <= tolerance
+
+
+def test_nan_voxels_are_refused_naming_the_file(tmp_path: Path) -> None:
+    volume = np.ones((4, 5, 6), np.float32)
+    volume[1, 1, 1] = np.nan
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")
+    with pytest.raises(SeglabError, match=r"v.nii.gz: 1 of 120 values are NaN or infinite"):
+        read_image(tmp_path / "v.nii.gz")
+
+
+def test_an_output_folder_is_made_or_refused_with_its_reason(tmp_path: Path) -> None:
+    assert output_folder(tmp_path / "a" / "b").is_dir()
+    (tmp_path / "f").write_text("")
+    with pytest.raises(SeglabError, match="f: is a file, not a folder"):
+        output_folder(tmp_path / "f")
+    with pytest.raises(SeglabError, match=r"cannot create the output folder \(Not a directory\)"):
+        output_folder(tmp_path / "f" / "g")
 
 
 def test_multipage_tiff_reads_as_a_volume_with_imagej_spacing(tmp_path: Path) -> None:

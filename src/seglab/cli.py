@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     except SeglabError as error:
         print(f"seglab: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the file system refused (permissions, a full disk): one line
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"seglab: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("seglab: interrupted", file=sys.stderr)
         return 130

@@ -15,8 +15,8 @@ from monai.inferers import sliding_window_inference
 
 from seglab import models, postprocess
 from seglab.case import Case
-from seglab.data.io import (IMAGE_SUFFIXES, read_image, read_label, suffix_of, write_mask,
-                            write_probabilities)
+from seglab.data.io import (IMAGE_SUFFIXES, output_folder, read_image, read_label, suffix_of,
+                            write_mask, write_probabilities)
 from seglab.data.layouts import IGNORE_INDEX, Dataset
 from seglab.data.loading import field_of_view, load_case
 from seglab.device import Precision
@@ -262,7 +262,7 @@ def write_predictions(model: torch.nn.Module, plan: Plan, cases: list[Case], out
     """Predicts each case with `model` (PyTorch, or the ONNX adapter of `seglab.export`) and
     writes its mask (and probabilities) in the case's own format and geometry."""
     value_map = output_value_map(plan)
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     written = []
     for case in cases:
         mask, probs = predict_case(model, case, plan, precision, steps)

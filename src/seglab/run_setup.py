@@ -11,6 +11,7 @@ import numpy as np
 
 from seglab import __version__
 from seglab.data.inspect import Fingerprint, inspect_dataset
+from seglab.data.io import output_folder
 from seglab.data.layouts import Dataset, find_dataset
 from seglab.data.loading import load_case
 from seglab.errors import SeglabError
@@ -27,6 +28,9 @@ def create_run(data: str | Path, out: str | Path, overrides: dict[str, Any] | No
     candidates on it: `seglab.plan_budget`), splits, and writes a new run folder (all or
     nothing: a bad dataset or plan leaves no folder behind)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SeglabError(f"{out}: is a file, not a folder; choose another --out")
+    output_folder(out.parent)
     if out.exists() and any(out.iterdir()):
         hint = " (use --resume to continue it)" if (out / "plan.json").exists() else ""
         raise SeglabError(f"{out}: folder exists and is not empty{hint}")

@@ -18,7 +18,7 @@ from seglab.classical import create
 from seglab.classical.base import Segmenter, remembering_responses
 from seglab.classical.fit import Fitted, fit_method, spread
 from seglab.data.inspect import inspect_dataset
-from seglab.data.io import read_image, write_mask, write_text_atomic
+from seglab.data.io import output_folder, read_image, write_mask, write_text_atomic
 from seglab.data.layouts import Dataset, find_dataset
 from seglab.data.loading import load_case
 from seglab.errors import SeglabError
@@ -83,7 +83,7 @@ def predict_with_method(method: str, params: dict[str, Any] | None, inputs: list
                       fit_dice=round(fitted.dice, 4))
     cases = read_inputs(inputs, plan) if plan else [read_image(p) for p in expand_inputs(inputs)]
     value_map = output_value_map(plan) if plan else None
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     written = []
     if plan is not None:
         attach_rois(cases, plan, dataset=dataset)

@@ -58,6 +58,10 @@ def read_image(path: Path, case_id: str | None = None) -> Case:
     """Read an image or volume as a float32 `Case` (C, *spatial) with its spacing and geometry."""
     path = Path(path)
     array, spacing, meta = _read(path, label=False)
+    if array.dtype.kind in "fc":
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise SeglabError(f"{path}: {bad} of {array.size} values are NaN or infinite")
     case_id = case_id or _stem(path, meta["format"])
     return Case(case_id, array.astype(np.float32), spacing, meta=meta)
 
@@ -137,6 +141,22 @@ def write_probabilities(probs: np.ndarray, like: Case, out_dir: Path) -> Path:
         with atomic_path(out) as tmp:
             np.savez_compressed(tmp, probabilities=probs)
     return out
+
+
+def output_folder(path: Path) -> Path:
+    """`path` as a folder to write into, created if missing; one clear error when it is a file,
+    cannot be created, or cannot be written (checked before any work, so nothing is left
+    half-written)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SeglabError(f"{path}: is a file, not a folder; choose another output folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SeglabError(f"{path}: cannot create the output folder ({error.strerror})")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SeglabError(f"{path}: the output folder is not writable")
+    return path
 
 
 @contextmanager

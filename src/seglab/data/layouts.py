@@ -40,6 +40,8 @@ from seglab.errors import SeglabError
 IGNORE_INDEX = 255
 LABEL_FOLDER_NAMES = ("labels", "masks", "annotations", "gt", "label", "mask")
 DEFAULT_ID_PATTERN = r"(?P<id>[^/]+?)(\.nii\.gz|\.[^./]+)$"
+YAML_KEYS = ("name", "root", "images", "id", "labels", "channels", "roi", "classes", "label_values",
+             "ignore_label", "modality", "spacing", "unlabeled", "split")
 
 
 @dataclass
@@ -131,10 +133,14 @@ def _from_yaml(yaml_path: Path) -> Dataset:
         raise SeglabError(f"{yaml_path}: not valid YAML ({str(error).splitlines()[0]})")
     if not isinstance(spec, dict) or "images" not in spec:
         raise SeglabError(f"{yaml_path}: needs at least an `images:` glob")
+    unknown = sorted(set(spec) - set(YAML_KEYS))
+    if unknown:
+        raise SeglabError(f"{yaml_path}: unknown key `{unknown[0]}` (the keys are "
+                          f"{', '.join(YAML_KEYS)})")
     root = (yaml_path.parent / spec.get("root", ".")).resolve()
     if not root.is_dir():
         raise SeglabError(f"{yaml_path}: root {root} is not a folder")
-    id_pattern = re.compile(spec.get("id", DEFAULT_ID_PATTERN))
+    id_pattern = _regex(spec.get("id", DEFAULT_ID_PATTERN), yaml_path, "the `id` regex")
     if "id" not in id_pattern.groupindex:
         raise SeglabError(f"{yaml_path}: the `id` regex needs a named group (?P<id>...)")
 
@@ -190,13 +196,21 @@ def _read_split_file(path: Path) -> dict:
         raise SeglabError(f"{path}: cannot read the split file ({error})")
 
 
+def _regex(pattern: str, where: Path, what: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except (re.error, TypeError) as error:
+        raise SeglabError(f"{where}: {what} {pattern!r} is not a valid regular expression "
+                          f"({error})")
+
+
 def _resolve_split(split: dict, cases: list[CaseRef], where: Path) -> dict[str, list[str]]:
     """Turns {subset: [ids] | 'regex on relative path'} into {subset: [ids]}; checks the ids."""
     known = {c.case_id for c in cases}
     resolved = {}
     for subset, members in split.items():
         if isinstance(members, str):
-            pattern = re.compile(members)
+            pattern = _regex(members, where, f"split `{subset}`")
             members = [c.case_id for c in cases if pattern.search(c.relpath)]
         members = [str(m) for m in members]
         unknown = [m for m in members if m not in known]
