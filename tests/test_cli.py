@@ -96,6 +96,22 @@ def test_an_output_folder_that_is_a_file_or_cannot_be_made_gets_one_line(
     assert a_file.read_text() == "not a folder" and not list(tmp_path.glob(".*"))  # nothing left
 
 
+def test_a_reference_without_its_prediction_is_an_error_unless_allowed(
+        capsys, png_dataset: Path, tmp_path: Path) -> None:
+    predictions = tmp_path / "pred"
+    shutil.copytree(png_dataset / "labels", predictions)
+    (predictions / "case03.png").unlink()
+    err = _error(capsys, "evaluate", str(predictions), str(png_dataset / "labels"))
+    assert "1 of 12 reference files have no prediction of the same name (first: " in err
+    assert "case03.png); predict them, or pass --allow-missing" in err
+    assert not (predictions / "evaluation").exists()
+    assert main(["evaluate", str(predictions), str(png_dataset / "labels"),
+                 "--allow-missing"]) == 0
+    assert "warning: 1 of 12 reference files" in capsys.readouterr().err
+    summary = json.loads((predictions / "evaluation" / "metrics.json").read_text())["summary"]
+    assert next(iter(summary["classes"].values()))["dice"]["n"] == 11
+
+
 def test_empty_dataset(capsys, tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()

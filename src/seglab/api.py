@@ -160,10 +160,11 @@ def export(run: str | Path, out: str | Path | None = None, format: str = "onnx",
 
 
 def evaluate(pred: str | Path, reference: str | Path | None = None, out: str | Path | None = None,
-             classes: list[str] | None = None,
-             label_values: dict[int, int] | None = None) -> dict[str, Any]:
+             classes: list[str] | None = None, label_values: dict[int, int] | None = None,
+             allow_missing: bool = False) -> dict[str, Any]:
     """Scores prediction files against a reference dataset or folder of label files (tables in
-    `out`, default PRED/evaluation); with no reference, `pred` is a run folder whose test split
+    `out`, default PRED/evaluation; a reference file without its prediction is an error unless
+    `allow_missing`); with no reference, `pred` is a run folder whose test split
     is predicted and scored into RUN/evaluation, and its report written again."""
     if reference is None:
         run = Run.open(pred)
@@ -174,7 +175,8 @@ def evaluate(pred: str | Path, reference: str | Path | None = None, out: str | P
         write_report(run)
         return summary
     out = Path(out) if out else Path(pred) / "evaluation"
-    return evaluate_folders(Path(pred), Path(reference), out, classes, label_values)
+    return evaluate_folders(Path(pred), Path(reference), out, classes, label_values,
+                            allow_missing)
 
 
 def compare(data: str | Path, models: list[str] | str, out: str | Path,

@@ -110,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, help="where the tables go (default: PRED/evaluation)")
     evaluate.add_argument("--classes", help="comma-separated class names, background first")
     evaluate.add_argument("--label-values", help="raw:class pairs, e.g. 0:0,255:1")
+    evaluate.add_argument("--allow-missing", action="store_true",
+                          help="score the predictions there are when reference files have none")
     evaluate.set_defaults(handler=_evaluate)
 
     report = commands.add_parser(
@@ -234,7 +236,7 @@ def _evaluate(args) -> None:
             values = {int(a): int(b) for a, b in (p.split(":") for p in args.label_values.split(","))}
         except ValueError:
             raise SeglabError(f"--label-values {args.label_values!r}: expected pairs like 0:0,255:1")
-    evaluate(args.pred, args.reference, out, classes, values)
+    evaluate(args.pred, args.reference, out, classes, values, args.allow_missing)
     _print_evaluation(out)
 
 

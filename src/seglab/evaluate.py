@@ -3,6 +3,7 @@ split, with the metrics of `seglab.metrics` written as CSV and JSON."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,12 @@ def score_variants(run: Run, outputs: Iterable[Outputs],
 
 
 def evaluate_folders(pred: Path, reference: Path, out: Path, classes: list[str] | None = None,
-                     label_values: dict[int, int] | None = None) -> dict[str, Any]:
+                     label_values: dict[int, int] | None = None,
+                     allow_missing: bool = False) -> dict[str, Any]:
     """Scores prediction files against a reference: a dataset (seglab.yaml, nnU-Net/MSD layout,
-    images/+labels/ folders; its label mapping and ROI apply) or a folder of label files paired
-    by file name."""
+    images/+labels/ folders; its label mapping and ROI apply; the cases predicted are scored) or
+    a folder of label files paired by file name, each of which needs its prediction unless
+    `allow_missing` (then a warning names them and the predictions there are get scored)."""
     predictions = _label_files(pred)
     try:
         dataset = find_dataset(reference)
@@ -102,12 +105,27 @@ def evaluate_folders(pred: Path, reference: Path, out: Path, classes: list[str] 
     if dataset is not None:
         per_case, names = _against_dataset(predictions, dataset)
     else:
-        per_case, names = _against_folder(predictions, _label_files(reference), classes,
-                                          label_values)
+        references = _label_files(reference)
+        _check_missing(predictions, references, allow_missing)
+        per_case, names = _against_folder(predictions, references, classes, label_values)
     summary = summarize(per_case)
     summary["classes_evaluated"] = names
     write_tables(per_case, summary, out)
     return summary
+
+
+def _check_missing(predictions: dict[str, Path], references: dict[str, Path],
+                   allow_missing: bool) -> None:
+    missing = sorted(set(references) - set(predictions))
+    if not missing:
+        return
+    what = (f"{len(missing)} of {len(references)} reference files have no prediction of the "
+            f"same name (first: {references[missing[0]]})")
+    if not allow_missing:
+        raise SeglabError(f"{what}; predict them, or pass --allow-missing to score the "
+                          "predictions there are")
+    print(f"warning: {what}; scoring the {len(references) - len(missing)} that have one",
+          file=sys.stderr)
 
 
 def _label_files(path: Path) -> dict[str, Path]:
