@@ -23,6 +23,7 @@ LAYERS = [
     {"run"},
     {"run_setup"},
     {"postprocess", "metrics"},
+    {"instance_split"},
     {"infer"},
     {"train"},
     {"evaluate", "export"},

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from seglab.metrics.instances import (dsb_score, instance_scores, iou_matrix, object_scores,
-                                      panoptic_quality)
+from seglab.metrics.instances import (Objects, average_precision, dsb_score, instance_scores,
+                                      iou_matrix, object_scores, panoptic_quality)
 
 
 def _blank() -> np.ndarray:
@@ -86,3 +86,84 @@ def test_iou_matrix_agrees_with_a_loop_over_objects_on_random_instances() -> Non
 def test_matching_below_an_iou_of_one_half_is_refused() -> None:
     with pytest.raises(ValueError, match="assignment"):
         object_scores(np.array([[0.4]]), threshold=0.3)
+
+
+def _random_objects(rng: np.random.Generator, n: int, shape=(24, 32), classes=(1, 2, 3),
+                    scored: bool = False) -> Objects:
+    masks = np.zeros((n, *shape), bool)
+    for k in range(n):
+        top, left = rng.integers(0, shape[0] - 4), rng.integers(0, shape[1] - 4)
+        masks[k, top:top + rng.integers(3, 12), left:left + rng.integers(3, 14)] = True
+    return Objects(masks, rng.choice(classes, n),
+                   np.round(rng.random(n), 2) if scored else None,  # ties on purpose
+                   None if scored else rng.random(n) < 0.1)
+
+
+def _pycocotools_ap(predictions, references) -> dict:
+    """The same objects through pycocotools' COCOeval (segm)."""
+    from pycocotools import mask as coco_mask
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def rle(mask):
+        encoded = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+        return {"size": encoded["size"], "counts": encoded["counts"].decode()}
+
+    images, annotations, results = [], [], []
+    for image_id, (pred, ref) in enumerate(zip(predictions, references), 1):
+        h, w = ref.masks.shape[1:]
+        images.append({"id": image_id, "height": int(h), "width": int(w)})
+        for mask, c, crowd in zip(ref.masks, ref.classes, ref.crowd):
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                "category_id": int(c), "segmentation": rle(mask),
+                                "area": float(mask.sum()), "iscrowd": int(crowd),
+                                "bbox": [0, 0, 1, 1]})
+        for mask, c, score in zip(pred.masks, pred.classes, pred.scores):
+            results.append({"image_id": image_id, "category_id": int(c),
+                             "segmentation": rle(mask), "score": float(score)})
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": annotations,
+                  "categories": [{"id": c} for c in (1, 2, 3)]}
+    gt.createIndex()
+    evaluation = COCOeval(gt, gt.loadRes(results), "segm")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    precision = evaluation.eval["precision"][:, :, :, 0, 2]  # all areas, 100 detections
+    per_class = {}
+    for k, c in enumerate(evaluation.params.catIds):
+        valid = precision[:, :, k][precision[:, :, k] > -1]
+        if valid.size:
+            per_class[c] = float(valid.mean())
+    return {"ap": evaluation.stats[0], "ap50": evaluation.stats[1], "ap75": evaluation.stats[2],
+            "per_class": per_class}
+
+
+def test_mask_ap_agrees_with_pycocotools_on_random_overlapping_objects_with_crowds() -> None:
+    rng = np.random.default_rng(1)
+    for trial in range(4):
+        references = [_random_objects(rng, rng.integers(0, 8)) for _ in range(6)]
+        predictions = []
+        for ref in references:  # jittered copies of the references, some dropped, plus noise
+            keep = rng.random(len(ref.classes)) < 0.8
+            shifted = np.roll(ref.masks[keep], rng.integers(-2, 3), axis=2)
+            noise = _random_objects(rng, rng.integers(0, 5), scored=True)
+            predictions.append(Objects(
+                np.concatenate([shifted, noise.masks]),
+                np.concatenate([ref.classes[keep], noise.classes]),
+                np.concatenate([np.round(rng.random(keep.sum()), 2), noise.scores])))
+        ours, theirs = average_precision(predictions, references), _pycocotools_ap(
+            predictions, references)
+        for name in ("ap", "ap50", "ap75"):
+            assert ours[name] == pytest.approx(theirs[name], abs=1e-6), (trial, name)
+        assert ours["per_class"] == pytest.approx(theirs["per_class"], abs=1e-6)
+
+
+def test_mask_ap_is_one_for_perfect_predictions_and_scores_3d_objects() -> None:
+    masks = np.zeros((2, 4, 6, 6), bool)
+    masks[0, :2, :3, :3], masks[1, 2:, 3:, 3:] = True, True
+    references = [Objects(masks, np.array([1, 2]), crowd=np.zeros(2, bool))]
+    perfect = [Objects(masks, np.array([1, 2]), np.array([0.9, 0.8]))]
+    assert average_precision(perfect, references)["ap"] == pytest.approx(1.0)
+    swapped = [Objects(masks, np.array([2, 1]), np.array([0.9, 0.8]))]
+    assert average_precision(swapped, references)["ap"] == 0.0

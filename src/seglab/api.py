@@ -12,7 +12,7 @@ from seglab.data.layouts import find_dataset
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.evaluate import evaluate_folders, evaluate_run
-from seglab.infer import choose_postprocessing, predict_files
+from seglab.infer import choose_instance_split, choose_postprocessing, predict_files
 from seglab.report.run_page import write_report
 from seglab.run import Run
 from seglab.train.distributed import Distributed
@@ -89,8 +89,12 @@ def train(data: str | Path | None, out: str | Path, overrides: dict[str, Any] | 
 
 
 def _finish(run: Run, policy: Precision, evaluate: bool) -> None:
-    """Post-processing chosen on the validation cases, the test split scored, the report."""
-    choose_postprocessing(run, policy)
+    """Post-processing (an instance run: the watershed thresholds) chosen on the validation
+    cases, the test split scored, the report."""
+    if run.plan().task == "instance":
+        choose_instance_split(run, policy)
+    else:
+        choose_postprocessing(run, policy)
     if evaluate and run.read_json("split.json")["test"]:
         evaluate_run(run, policy)
     write_report(run)

@@ -21,6 +21,8 @@ class Case:
              view, a brain mask); metrics and sampling are restricted to it. None means everywhere.
     meta:    what is needed to write a prediction back in the input's own format and geometry
              (path, format, affine, header, mode, ...).
+    instances: for an instance dataset, its objects (`seglab.data.instances.Instances`), of
+             which `label` is the class map.
     """
 
     case_id: str
@@ -29,6 +31,7 @@ class Case:
     label: np.ndarray | None = None
     roi: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    instances: Any = None
 
     @property
     def dims(self) -> int:

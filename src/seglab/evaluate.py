@@ -19,9 +19,11 @@ from seglab.data.layouts import IGNORE_INDEX, Dataset, find_dataset
 from seglab.data.loading import load_case, map_label_values
 from seglab.device import Precision
 from seglab.errors import SeglabError
-from seglab.infer import load_model, output_value_map, postprocessing_steps, predict_case
+from seglab.infer import (instance_split_settings, load_model, output_value_map,
+                          postprocessing_steps, predict_case, predict_objects)
 from seglab.metrics import (add_roc_auc, evaluate_case, roc_auc_classes, summarize,
                             write_tables)
+from seglab.metrics.instances import instance_scores
 from seglab.run import Run
 from seglab.run_setup import open_dataset
 
@@ -45,6 +47,9 @@ def evaluate_run(run: Run, precision: Precision | None = None,
     dataset = open_dataset(run)
     refs = {ref.case_id: ref for ref in dataset.cases}
     model = load_model(run, precision)
+    if plan.task == "instance":
+        return _evaluate_objects(run, model, [load_case(dataset, refs[i]) for i in test_ids],
+                                 precision)
 
     def outputs() -> Iterator[Outputs]:
         for case_id in test_ids:
@@ -54,6 +59,25 @@ def evaluate_run(run: Run, precision: Precision | None = None,
 
     summaries = score_variants(run, outputs(), variants or {EVALUATION: postprocessing_steps(run)})
     return next(iter(summaries.values()))
+
+
+def _evaluate_objects(run: Run, model, cases: list[Case], precision: Precision) -> dict[str, Any]:
+    """An instance run's test cases: object-id masks into RUN/predictions/test; per case the class
+    metrics of the objects' class map (the rim class is the network's, not the data's) and the
+    object scores (`seglab.metrics.instances`), into RUN/evaluation."""
+    plan = run.plan()
+    split = instance_split_settings(run)
+    classes = plan.classes[:plan.instances["rim_class"]]
+    per_case = []
+    for case in cases:
+        found = predict_objects(model, case, plan, precision, split)
+        write_mask(found.ids, case, run.path / "predictions" / "test")
+        per_case.append({"case": case.case_id, **evaluate_case(
+            found.semantic(), case.label, classes, case.spacing, case.roi, IGNORE_INDEX),
+            "objects": instance_scores(found.ids, case.instances.ids, case.instances.ignore)})
+    summary = summarize(per_case)
+    write_tables(per_case, summary, run.path / EVALUATION)
+    return summary
 
 
 def score_variants(run: Run, outputs: Iterable[Outputs],

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from seglab import models, postprocess
+from seglab import instance_split, models, postprocess
 from seglab.case import Case
+from seglab.data.instances import Instances
 from seglab.data.io import (IMAGE_SUFFIXES, output_folder, read_image, read_label, suffix_of,
-                            write_mask, write_probabilities)
+                            write_mask, write_probabilities, write_text_atomic)
 from seglab.data.layouts import IGNORE_INDEX, Dataset
 from seglab.data.loading import field_of_view, load_case
 from seglab.device import Precision
@@ -27,6 +28,7 @@ from seglab.run import Run, load_checkpoint
 from seglab.run_setup import open_dataset
 
 POSTPROCESSING_FILE = "postprocessing.json"
+INSTANCE_SPLIT_FILE = "instance_split.json"  # the watershed thresholds of an instance run
 
 
 def build_model(plan: Plan) -> torch.nn.Module:
@@ -101,6 +103,42 @@ def predict_case(model: torch.nn.Module, case: Case, plan: Plan, precision: Prec
     if case.roi is not None:
         mask[~case.roi] = 0
     return postprocess.apply(mask, steps), probs
+
+
+def predict_objects(model: torch.nn.Module, case: Case, plan: Plan, precision: Precision,
+                    split: dict[str, Any]) -> Instances:
+    """An instance plan's objects in the case's own grid: its probabilities split by seeded
+    watershed with the thresholds of `split` (RUN/instance_split.json); none outside the ROI."""
+    _, probs = predict_case(model, case, plan, precision)
+    if case.roi is not None:
+        probs[:, ~case.roi] = 0
+        probs[0, ~case.roi] = 1
+    return instance_split.split_objects(probs, plan.instances["rim_class"], split["seed_threshold"],
+                         split["mask_threshold"], split["min_seed"])
+
+
+def instance_split_settings(run: Run) -> dict[str, Any]:
+    """The thresholds chosen for the run on its validation cases (the defaults before that)."""
+    path = run.path / INSTANCE_SPLIT_FILE
+    return run.read_json(INSTANCE_SPLIT_FILE) if path.is_file() else dict(instance_split.DEFAULTS)
+
+
+def choose_instance_split(run: Run, precision: Precision) -> dict[str, Any]:
+    """Predicts the validation cases with the best model and chooses the watershed thresholds
+    that give them the best mean DSB score (`seglab.instance_split.choose`); writes
+    RUN/instance_split.json."""
+    plan = run.plan()
+    dataset = open_dataset(run)
+    refs = {ref.case_id: ref for ref in dataset.cases}
+    model = load_model(run, precision)
+    probabilities, references = [], []
+    for case_id in run.read_json("split.json")["val"]:
+        case = load_case(dataset, refs[case_id])
+        probabilities.append(predict_case(model, case, plan, precision)[1])
+        references.append(case.instances)
+    report = instance_split.choose(probabilities, references, plan.instances["rim_class"])
+    run.write_json(INSTANCE_SPLIT_FILE, report)
+    return report
 
 
 def postprocessing_steps(run: Run) -> list[dict[str, Any]]:
@@ -206,7 +244,10 @@ def predict_files(run: Run, inputs: list[str | Path], out: Path, probabilities: 
     cases = read_inputs(inputs, plan)
     dataset = open_dataset(run) if plan.roi_rule == "file" and roi is None else None
     attach_rois(cases, plan, Path(roi) if roi else None, dataset)
-    return write_predictions(load_model(run, precision), plan, cases, out, probabilities, precision,
+    model = load_model(run, precision)
+    if plan.task == "instance":
+        return write_objects(model, plan, cases, out, precision, instance_split_settings(run))
+    return write_predictions(model, plan, cases, out, probabilities, precision,
                              postprocessing_steps(run))
 
 
@@ -270,3 +311,20 @@ def write_predictions(model: torch.nn.Module, plan: Plan, cases: list[Case], out
         if probabilities:
             written.append(write_probabilities(probs.astype(np.float32), case, out))
     return written
+
+
+def write_objects(model: torch.nn.Module, plan: Plan, cases: list[Case], out: Path,
+                  precision: Precision, split: dict[str, Any]) -> list[Path]:
+    """An instance run's predictions: per case, its object-id mask (0 = none) in the case's own
+    format and geometry, and one objects.csv row per object (case, id, class, pixels)."""
+    output_folder(out)
+    written, rows = [], ["case,object,class,pixels"]
+    for case in cases:
+        found = predict_objects(model, case, plan, precision, split)
+        written.append(write_mask(found.ids, case, out))
+        sizes = np.bincount(found.ids.ravel())
+        rows += [f"{case.case_id},{k},{plan.classes[c]},{sizes[k]}"
+                 for k, c in sorted(found.classes.items())]
+    table = out / "objects.csv"
+    write_text_atomic(table, "\n".join(rows) + "\n")
+    return [*written, table]

@@ -25,6 +25,7 @@ from seglab.data.io import write_text_atomic
 from seglab.errors import SeglabError
 from seglab.plan_check import LOSS_DEFAULTS, check_plan
 
+RIM_CLASS = "object_rim"  # the class an instance plan adds: each object's outer pixels
 MIN_FEATURE_SIZE = 4
 ENCODER_STRIDE = 32  # the output stride of the encoder models' timm backbones
 MAX_POOLINGS = 6
@@ -80,6 +81,10 @@ class Plan:
     adversarial: dict[str, Any] = field(default_factory=lambda: dict(ADVERSARIAL_DEFAULTS))
     seed: int = 0
     notes: list[str] = field(default_factory=list)
+    # "instance": the network learns the object classes and, as its last class, each object's
+    # rim; objects come from its output by seeded watershed (`seglab.instance_split`).
+    task: str = "semantic"
+    instances: dict[str, Any] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,13 +133,17 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
     widths = [min(16 * 2**stage, 320 if fp.dims == 3 else 512) for stage in range(len(kernels))]
     topology = {"widths": widths, "kernels": kernels, "strides": strides}
     model, family_reason = _model(fp, overrides, topology)
+    task = overrides.get("task", fp.task)
+    if task == "instance" and fp.task != "instance":
+        raise SeglabError("task=instance: the dataset's labels give no objects (one mask file "
+                          "per object, COCO or YOLO-seg)")
     if "encoder" in model:  # timm encoders need multiples of their output stride
         patch = [int(max(ENCODER_STRIDE, round(p / ENCODER_STRIDE) * ENCODER_STRIDE))
                  for p in patch]
     plan = Plan(
         dims=fp.dims,
         in_channels=fp.channels,
-        classes=list(fp.classes),
+        classes=list(fp.classes) + ([RIM_CLASS] if task == "instance" else []),
         label_values=fp.label_values,
         ignore_label=fp.ignore_label,
         roi_rule=fp.roi_rule,
@@ -154,6 +163,9 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
         inference=_inference(fp.dims, device),
         split={"val_fraction": 0.15, "test_fraction": 0.2, "fixed": None, "folds": None},
         planning={"model": family_reason},
+        task=task,
+        instances={"method": "rim_watershed", "rim_class": len(fp.classes)}
+        if task == "instance" else None,
     )
     return apply_overrides(plan, overrides)
 

@@ -318,7 +318,11 @@ PLAN = section({
     "seed": integer(min=0),
     "notes": list_of(STRING),
     "planning": mapping(STRING, ANY),
-}, optional=("transfer", "adversarial", "seed", "notes", "planning"))  # Plan's defaulted fields
+    "task": choice("semantic", "instance"),
+    "instances": optional(section({"method": choice("rim_watershed"),
+                                   "rim_class": integer(min=1)})),
+}, optional=("transfer", "adversarial", "seed", "notes", "planning", "task",
+             "instances"))  # Plan's defaulted fields
 
 
 def check_plan(data: dict) -> None:

@@ -68,13 +68,17 @@ def resize(array: np.ndarray, shape: tuple[int, ...], mode: str) -> np.ndarray:
 
 
 def prepare_case(case: Case, plan: Plan) -> Prepared:
-    """Normalises the image and brings image, label and ROI to the plan's target spacing."""
+    """Normalises the image and brings image, label and ROI to the plan's target spacing. An
+    instance plan's label is the class map with each object's rim as the rim class."""
     image = normalize(case.image, plan, case.roi)
     shape = target_shape(case.shape, case.spacing, plan)
     image = resize(image, shape, "linear")
     label = roi = None
     if case.label is not None:
-        label = resize(case.label[None], shape, "nearest")[0].astype(np.uint8)
+        target = case.label
+        if plan.task == "instance" and case.instances is not None:
+            target = case.instances.with_boundaries(plan.instances["rim_class"])
+        label = resize(target[None], shape, "nearest")[0].astype(np.uint8)
     if case.roi is not None:
         roi = resize(case.roi[None].astype(np.float32), shape, "nearest")[0] > 0.5
     return Prepared(case.case_id, image, label, roi, case.shape)
@@ -83,7 +87,7 @@ def prepare_case(case: Case, plan: Plan) -> Prepared:
 # The plan fields that decide what `prepare_case` produces; a cache made under other values is
 # another cache.
 _PREPROCESSING_FIELDS = ("dims", "in_channels", "classes", "label_values", "ignore_label",
-                         "roi_rule", "normalization", "target_spacing")
+                         "roi_rule", "normalization", "target_spacing", "task", "instances")
 
 
 class PreparedCache:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from seglab.data.io import read_label
 from seglab.data.layouts import IGNORE_INDEX, Dataset
-from seglab.data.loading import load_case, read_case_label
+from seglab.data.loading import load_case, read_case_instances
 from seglab.errors import SeglabError
 
 INTENSITY_SAMPLES_PER_CASE = 10_000
@@ -36,6 +37,9 @@ class Fingerprint:
     spacings: list[list[float]]
     intensity: list[dict[str, float]]
     notes: list[str] = field(default_factory=list)
+    task: str = "semantic"  # "instance" where the labels give objects
+    # Instance datasets: objects per class (class-index order) and per case (min, median, max).
+    objects: dict[str, Any] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,19 +57,22 @@ def inspect_dataset(dataset: Dataset) -> Fingerprint:
     if not dataset.cases:
         raise SeglabError(f"{dataset.source}: no labelled cases found (empty dataset)")
     problems: list[str] = []
-    records = []
+    records, object_counts = [], []
     rng = np.random.default_rng(0)
     for ref in dataset.cases:
         try:
             case = load_case(dataset, ref, with_label=False)
-            raw = read_label(ref.labels[0]) if len(ref.labels) == 1 else None
-            if raw is not None and raw.shape != case.shape:
-                raise SeglabError(f"{ref.labels[0]}: size {raw.shape} does not match its image "
-                                  f"{case.shape} ({ref.images[0].name})")
-            if len(ref.labels) > 1:  # instance masks: read through the loader (checks each file)
-                raw = read_case_label(dataset, ref, case.shape).astype(np.int64)
             if not ref.labels:
                 raise SeglabError(f"{ref.images[0]}: no label file found for case {ref.case_id!r}")
+            if ref.objects:  # objects: read through the loader (it checks each file)
+                instances = read_case_instances(ref, case.shape)
+                raw = instances.semantic().astype(np.int64)
+                object_counts.append(instances.counts_per_class())
+            else:
+                raw = read_label(ref.labels[0])
+            if raw.shape != case.shape:
+                raise SeglabError(f"{ref.labels[0]}: size {raw.shape} does not match its image "
+                                  f"{case.shape} ({ref.images[0].name})")
             if not all(np.isfinite(s) and 0 < s < 1e4 for s in case.spacing):
                 raise SeglabError(f"{ref.images[0]}: implausible voxel spacing {case.spacing}")
         except SeglabError as error:
@@ -85,7 +92,19 @@ def inspect_dataset(dataset: Dataset) -> Fingerprint:
         _resolve_classes(dataset, records, notes, problems)
     if problems:
         raise SeglabError("\n".join(problems))
-    return _fingerprint(dataset, records, notes)
+    fingerprint = _fingerprint(dataset, records, notes)
+    if dataset.task == "instance":
+        fingerprint.task, fingerprint.objects = "instance", _objects(object_counts,
+                                                                     len(dataset.classes))
+    return fingerprint
+
+
+def _objects(counts: list[dict[int, int]], n_classes: int) -> dict[str, Any]:
+    per_case = [sum(c.values()) for c in counts]
+    per_class = [sum(c.get(k, 0) for c in counts) for k in range(n_classes)]
+    return {"total": sum(per_case), "per_class": per_class,
+            "per_case": {"min": min(per_case), "median": float(np.median(per_case)),
+                         "max": max(per_case)}}
 
 
 def _record(case, raw: np.ndarray, label_path: Path, rng: np.random.Generator) -> dict:
@@ -182,6 +201,12 @@ def format_fingerprint(fp: Fingerprint) -> str:
             f"{k} {name} {100 * n / total:.2f}%" for k, (name, n) in
             enumerate(zip(fp.classes, fp.class_voxels))),
     ]
+    if fp.objects:
+        per_case, per_class = fp.objects["per_case"], fp.objects["per_class"]
+        lines.append(f"objects   {fp.objects['total']} in all; per case min {per_case['min']} "
+                     f"median {per_case['median']:g} max {per_case['max']}")
+        lines.append("per class " + ", ".join(f"{name} {n}" for name, n in
+                                               zip(fp.classes[1:], per_class[1:]) if n))
     if fp.ignore_label is not None:
         lines.append(f"ignored   label value {fp.ignore_label} (not trained on, not scored)")
     lines += [f"note      {note}" for note in fp.notes]

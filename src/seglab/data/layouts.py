@@ -46,17 +46,18 @@ YAML_KEYS = ("name", "root", "images", "id", "labels", "channels", "roi", "class
 
 @dataclass
 class CaseRef:
-    """Where one case's files are: input channels, label file(s), and an optional ROI file."""
+    """Where one case's files are: input channels, label file(s), and an optional ROI file.
+    `objects` says how the label files encode objects, for instance datasets (see
+    `seglab.data.instances`): "mask_files" (one file per object), "coco" (`key` is the image's
+    id in the annotation file), "yolo"; None for a class-index label image."""
 
     case_id: str
     images: list[Path]
     labels: list[Path] = field(default_factory=list)
     roi: Path | None = None
     relpath: str = ""
-
-    @property
-    def instance_labels(self) -> bool:
-        return len(self.labels) > 1
+    objects: str | None = None
+    key: int | None = None
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Dataset:
     spacing: tuple[float, ...] | None = None
     split: dict[str, list[str]] | None = None
     source: str = ""
+    task: str = "semantic"  # "instance" where the labels give objects
 
 
 def find_dataset(path: str | Path) -> Dataset:
@@ -91,6 +93,11 @@ def find_dataset(path: str | Path) -> Dataset:
         return _from_yaml(path / "seglab.yaml")
     if (path / "dataset.json").is_file() or (path / "imagesTr").is_dir():
         return _from_msd(path)
+    from seglab.data.instance_layouts import find_coco, find_yolo  # they build on this module
+
+    found = find_coco(path) or find_yolo(path)
+    if found is not None:
+        return found
     images_dir = path / "images"
     label_dirs = [path / name for name in LABEL_FOLDER_NAMES if (path / name).is_dir()]
     if images_dir.is_dir() and label_dirs:
@@ -104,11 +111,11 @@ def find_dataset(path: str | Path) -> Dataset:
 def _list_images(root: Path, patterns: list[str]) -> list[Path]:
     found: set[Path] = set()
     for pattern in patterns:
-        found.update(p for p in root.glob(pattern) if _is_image(p))
+        found.update(p for p in root.glob(pattern) if is_image_file(p))
     return sorted(found)
 
 
-def _is_image(path: Path) -> bool:
+def is_image_file(path: Path) -> bool:
     if path.name.startswith("."):
         return False
     if path.is_dir():
@@ -122,7 +129,7 @@ def _fill(template: str, groups: dict[str, str], root: Path, yaml_path: Path) ->
     except KeyError as missing:
         raise SeglabError(f"{yaml_path}: template {template!r} uses {missing}, not a group of `id`")
     if "*" in relative:
-        return sorted(p for p in root.glob(relative) if _is_image(p))
+        return sorted(p for p in root.glob(relative) if is_image_file(p))
     return [root / relative]
 
 
@@ -159,11 +166,13 @@ def _from_yaml(yaml_path: Path) -> Dataset:
             if roi_template and roi_template != "auto":
                 roi = _fill(roi_template, groups, root, yaml_path)[0]
             labels = _fill(spec["labels"], groups, root, yaml_path) if with_labels else []
-            result.append(CaseRef(groups["id"], [image, *extra], labels, roi, relpath))
+            objects = "mask_files" if with_labels and "*" in spec["labels"] else None
+            result.append(CaseRef(groups["id"], [image, *extra], labels, roi, relpath, objects))
         return result
 
     cases = refs(spec["images"], with_labels="labels" in spec)
     _check_unique_ids(cases, yaml_path)
+    task = "instance" if any(c.objects for c in cases) else "semantic"
     classes = spec.get("classes")
     if isinstance(classes, int):
         classes = [f"class_{k}" for k in range(classes)]
@@ -186,6 +195,7 @@ def _from_yaml(yaml_path: Path) -> Dataset:
         spacing=tuple(float(s) for s in spacing) if spacing else None,
         split=_resolve_split(split, cases, yaml_path) if split else None,
         source=str(yaml_path.resolve()),
+        task=task,
     )
 
 
@@ -232,10 +242,10 @@ def _check_unique_ids(cases: list[CaseRef], where: Path) -> None:
 
 
 def _from_folders(root: Path, images_dir: Path, labels_dir: Path) -> Dataset:
-    labels = {_stem(p): p for p in labels_dir.iterdir() if _is_image(p)}
+    labels = {file_stem(p): p for p in labels_dir.iterdir() if is_image_file(p)}
     cases, unlabeled = [], []
-    for image in sorted(p for p in images_dir.iterdir() if _is_image(p)):
-        stem = _stem(image)
+    for image in sorted(p for p in images_dir.iterdir() if is_image_file(p)):
+        stem = file_stem(image)
         ref = CaseRef(stem, [image], relpath=image.relative_to(root).as_posix())
         label = labels.get(stem) or labels.get(f"{stem}_mask") or labels.get(f"{stem}_label")
         if label is None:
@@ -246,7 +256,7 @@ def _from_folders(root: Path, images_dir: Path, labels_dir: Path) -> Dataset:
     return Dataset(root.name, root.resolve(), "folders", cases, unlabeled, source=str(root.resolve()))
 
 
-def _stem(path: Path) -> str:
+def file_stem(path: Path) -> str:
     suffix = suffix_of(path)
     return path.name[: -len(suffix)] if suffix else path.name
 
@@ -271,8 +281,8 @@ def _from_msd(root: Path) -> Dataset:
         if not folder.is_dir():
             return []
         groups: dict[str, list[Path]] = {}
-        for image in sorted(p for p in folder.iterdir() if _is_image(p)):
-            stem = _stem(image)
+        for image in sorted(p for p in folder.iterdir() if is_image_file(p)):
+            stem = file_stem(image)
             match = re.fullmatch(r"(.+)_(\d{4})", stem)
             case_id = match.group(1) if match else stem
             groups.setdefault(case_id, []).append(image)

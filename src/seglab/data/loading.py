@@ -6,6 +6,8 @@ import numpy as np
 from scipy import ndimage
 
 from seglab.case import Case
+from seglab.data.instance_layouts import coco_file
+from seglab.data.instances import Instances, from_mask_files, from_yolo
 from seglab.data.io import read_image, read_label
 from seglab.data.layouts import IGNORE_INDEX, CaseRef, Dataset
 from seglab.errors import SeglabError
@@ -31,7 +33,11 @@ def load_case(dataset: Dataset, ref: CaseRef, with_label: bool = True) -> Case:
     case = Case(ref.case_id, image, tuple(spacing), meta=dict(first.meta))
     case.meta["channels"] = [str(p) for p in ref.images]
     if with_label and ref.labels:
-        case.label = read_case_label(dataset, ref, case.shape)
+        if ref.objects:
+            case.instances = read_case_instances(ref, case.shape)
+            case.label = case.instances.semantic()
+        else:
+            case.label = read_case_label(dataset, ref, case.shape)
     if ref.roi is not None:
         roi = read_label(ref.roi)
         _check_shape(ref.roi, roi.shape, case.shape)
@@ -42,20 +48,38 @@ def load_case(dataset: Dataset, ref: CaseRef, with_label: bool = True) -> Case:
 
 
 def read_case_label(dataset: Dataset, ref: CaseRef, shape: tuple[int, ...]) -> np.ndarray:
-    """The case's label as class indices (uint8; IGNORE_INDEX where not scored)."""
-    if ref.instance_labels:
-        raw = np.zeros(shape, dtype=np.int64)
-        for path in ref.labels:
-            instance = read_label(path)
-            _check_shape(path, instance.shape, shape)
-            raw[instance > 0] = 1
-        return raw.astype(np.uint8)
+    """The case's label as class indices (uint8; IGNORE_INDEX where not scored); for an instance
+    dataset, the class of each object's pixels."""
+    if ref.objects:
+        return read_case_instances(ref, shape).semantic()
     path = ref.labels[0]
     if not path.exists():
         raise SeglabError(f"{path}: label file missing for case {ref.case_id!r}")
     raw = read_label(path)
     _check_shape(path, raw.shape, shape)
     return map_label_values(raw, dataset, path)
+
+
+def read_case_instances(ref: CaseRef, shape: tuple[int, ...]) -> Instances:
+    """The case's objects, read from the encoding its layout found (`ref.objects`)."""
+    if ref.objects == "mask_files":
+        masks = []
+        for path in ref.labels:
+            mask = read_label(path)
+            _check_shape(path, mask.shape, shape)
+            masks.append(mask)
+        return from_mask_files(masks, shape)
+    if len(shape) != 2:
+        raise SeglabError(f"{ref.images[0]}: {ref.objects} objects need a 2D image")
+    path = ref.labels[0]
+    try:
+        if ref.objects == "coco":
+            return coco_file(path).instances(ref.key, shape)
+        if ref.objects == "yolo":
+            return from_yolo(path.read_text() if path.is_file() else "", *shape)
+    except SeglabError as error:
+        raise SeglabError(f"{path}: {error}") from None
+    raise SeglabError(f"{path}: unknown object encoding {ref.objects!r}")
 
 
 def map_label_values(raw: np.ndarray, dataset: Dataset, path) -> np.ndarray:

@@ -4,7 +4,8 @@ An instance mask is an integer image or volume: 0 is background, each other valu
 (ids need not be consecutive). Written here rather than taken from a library because the field's
 implementations each cover one score with its own conventions (the Kaggle kernel of the 2018 Data
 Science Bowl, panopticapi for PQ, StarDist's `matching`); this module computes all of them from
-one IoU matrix. COCO mask AP, which ranks objects by their scores, is pycocotools' own.
+one IoU matrix. COCO mask AP, which ranks scored objects that may overlap, works on mask stacks
+(`Objects`) instead.
 
 Rules, each checked by tests/test_metrics_instances.py:
 - A predicted and a reference object match when their IoU is above the threshold (strictly, as
@@ -19,6 +20,8 @@ Rules, each checked by tests/test_metrics_instances.py:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -112,3 +115,110 @@ def instance_scores(pred: np.ndarray, ref: np.ndarray,
     iou = iou_matrix(pred, ref, ignore)
     return {"dsb_score": dsb_score(iou), **object_scores(iou), **panoptic_quality(iou),
             "n_pred": iou.shape[0], "n_ref": iou.shape[1]}
+
+
+# COCO mask AP. Written here, rather than taken from pycocotools, because pycocotools scores 2D
+# RLE masks only, and seglab's objects are also 3D; tests/test_metrics_instances.py checks it
+# against pycocotools' COCOeval (segm, all areas, 100 detections) to 1e-6 on random sets.
+AP_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+MAX_DETECTIONS = 100
+
+
+@dataclass
+class Objects:
+    """The objects of one image or volume for AP: `masks` (n, *spatial) boolean, `classes` (n,);
+    predictions carry `scores` (n,), references may mark `crowd` (n,) regions."""
+
+    masks: np.ndarray
+    classes: np.ndarray
+    scores: np.ndarray | None = None
+    crowd: np.ndarray | None = None
+
+
+def mask_iou(pred: np.ndarray, ref: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """IoU (n_pred, n_ref) of boolean masks; against a crowd region, COCO's intersection over
+    the predicted area."""
+    pixels = int(np.prod(pred.shape[1:]))
+    p = pred.reshape(len(pred), pixels).astype(np.float32)
+    g = ref.reshape(len(ref), pixels).astype(np.float32)
+    inter = p @ g.T
+    area_p, area_g = p.sum(1)[:, None], g.sum(1)[None]
+    union = np.where(crowd[None], area_p, area_p + area_g - inter)
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0).astype(np.float64)
+
+
+def _coco_matches(iou: np.ndarray, crowd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """COCOeval's greedy matching of detections (rows, by falling score) to references (columns,
+    crowds last) at each AP threshold: (matched, matched-to-a-crowd), each (T, n_pred)."""
+    matched = np.zeros((len(AP_THRESHOLDS), iou.shape[0]), bool)
+    on_crowd = np.zeros_like(matched)
+    for t, threshold in enumerate(AP_THRESHOLDS):
+        taken = np.zeros(iou.shape[1], bool)
+        for d in range(iou.shape[0]):
+            best, m = min(threshold, 1 - 1e-10), -1
+            for g in range(iou.shape[1]):
+                if taken[g] and not crowd[g]:
+                    continue
+                if m > -1 and not crowd[m] and crowd[g]:
+                    break
+                if iou[d, g] < best:
+                    continue
+                best, m = iou[d, g], g
+            if m > -1:
+                matched[t, d], on_crowd[t, d], taken[m] = True, crowd[m], True
+    return matched, on_crowd
+
+
+def average_precision(predictions: Sequence[Objects], references: Sequence[Objects]
+                      ) -> dict[str, Any]:
+    """COCO mask AP over IoU 0.50:0.05:0.95 (101 recall points, the 100 best-scored detections
+    per image and class), AP50, AP75, and AP per class; classes without reference objects are
+    left out, as COCOeval leaves them."""
+    classes = sorted({int(c) for ref in references for c in ref.classes})
+    precision = np.full((len(AP_THRESHOLDS), len(RECALL_POINTS), len(classes)), -1.0)
+    for k, c in enumerate(classes):
+        scores, matched, ignored, n_ref = [], [], [], 0
+        for pred, ref in zip(predictions, references):
+            d = np.flatnonzero(pred.classes == c)
+            d = d[np.argsort(-pred.scores[d], kind="mergesort")][:MAX_DETECTIONS]
+            crowd_all = ref.crowd if ref.crowd is not None else np.zeros(len(ref.classes), bool)
+            g = np.flatnonzero(ref.classes == c)
+            g = g[np.argsort(crowd_all[g], kind="mergesort")]
+            crowd = crowd_all[g]
+            hit, on_crowd = _coco_matches(mask_iou(pred.masks[d], ref.masks[g], crowd), crowd)
+            scores.append(pred.scores[d])
+            matched.append(hit)
+            ignored.append(on_crowd)
+            n_ref += int((~crowd).sum())
+        if n_ref:
+            precision[:, :, k] = _precision_at_recalls(np.concatenate(scores),
+                                                       np.concatenate(matched, axis=1),
+                                                       np.concatenate(ignored, axis=1), n_ref)
+    return {"ap": _mean_valid(precision), "ap50": _mean_valid(precision[0]),
+            "ap75": _mean_valid(precision[5]),
+            "per_class": {c: _mean_valid(precision[:, :, k]) for k, c in enumerate(classes)}}
+
+
+def _precision_at_recalls(scores: np.ndarray, matched: np.ndarray, ignored: np.ndarray,
+                          n_ref: int) -> np.ndarray:
+    """(T, 101) interpolated precision at the recall points, as COCOeval.accumulate."""
+    order = np.argsort(-scores, kind="mergesort")
+    matched, ignored = matched[:, order], ignored[:, order]
+    out = np.zeros((len(AP_THRESHOLDS), len(RECALL_POINTS)))
+    for t in range(len(AP_THRESHOLDS)):
+        tp = np.cumsum(matched[t] & ~ignored[t]).astype(float)
+        fp = np.cumsum(~matched[t] & ~ignored[t]).astype(float)
+        if not len(tp):
+            continue
+        recall = tp / n_ref
+        precision = np.maximum.accumulate((tp / (fp + tp + np.spacing(1)))[::-1])[::-1]
+        index = np.searchsorted(recall, RECALL_POINTS, side="left")
+        inside = index < len(tp)
+        out[t, inside] = precision[index[inside]]
+    return out
+
+
+def _mean_valid(precision: np.ndarray) -> float:
+    valid = precision[precision > -1]
+    return float(valid.mean()) if valid.size else float("nan")

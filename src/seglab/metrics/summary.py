@@ -115,4 +115,24 @@ def summarize(per_case: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "mean": {metric: _stats(values) for metric, values in macro.items()},
         **({"nsd_tolerance": tolerances.pop()} if len(tolerances) == 1 else {}),
         **_confusion_summary(per_case),
+        **_object_summary(per_case),
     }
+
+
+OBJECT_SCORES = ("dsb_score", "precision", "recall", "f1", "pq", "sq", "rq")
+OBJECT_COUNTS = ("tp", "fp", "fn", "n_pred", "n_ref")
+
+
+def _object_summary(per_case: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Instance cases (with "objects" from `seglab.metrics.instances.instance_scores`): each
+    object score's mean over cases, the counts summed, and the F1 at IoU 0.5 of the summed
+    counts."""
+    cases = [case["objects"] for case in per_case if "objects" in case]
+    if not cases:
+        return {}
+    counts = {name: int(sum(case[name] for case in cases)) for name in OBJECT_COUNTS}
+    matched_twice = 2 * counts["tp"]
+    pooled_f1 = (matched_twice / (matched_twice + counts["fp"] + counts["fn"])
+                 if counts["n_pred"] or counts["n_ref"] else 1.0)
+    return {"objects": {**{name: _stats([case[name] for case in cases]) for name in OBJECT_SCORES},
+                        **counts, "pooled_f1": pooled_f1}}

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from seglab.metrics.binary import COUNT_METRICS, METRICS
-from seglab.metrics.summary import AGGREGATES
+from seglab.metrics.summary import AGGREGATES, OBJECT_COUNTS, OBJECT_SCORES
 
 STAT_KEYS = ("mean", "std", "n", "undefined")
 
@@ -91,6 +91,11 @@ def _table_texts(per_case: Sequence[dict[str, Any]], summary: dict[str, Any]) ->
         texts["metrics_aggregates.csv"] = _csv_text(
             ["aggregate", "metric", "value", "n_classes", "undefined_classes"], _aggregate_rows(summary)
         )
+    if "objects" in summary:
+        texts["objects_per_case.csv"] = _csv_text(
+            ["case", *OBJECT_SCORES, *OBJECT_COUNTS],
+            [[case["case"], *(case["objects"][k] for k in (*OBJECT_SCORES, *OBJECT_COUNTS))]
+             for case in per_case])
     texts["metrics.json"] = (
         json.dumps(_json_ready({"per_case": list(per_case), "summary": summary}), indent=2, allow_nan=False) + "\n"
     )
@@ -98,9 +103,10 @@ def _table_texts(per_case: Sequence[dict[str, Any]], summary: dict[str, Any]) ->
 
 
 def write_tables(per_case: Sequence[dict[str, Any]], summary: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Write metrics_per_case.csv, metrics_summary.csv, confusion.csv, metrics_aggregates.csv and
-    metrics.json into `out_dir` (created); the confusion and aggregate tables only when the summary
-    has them (cases from evaluate_case).
+    """Write metrics_per_case.csv, metrics_summary.csv, confusion.csv, metrics_aggregates.csv,
+    objects_per_case.csv and metrics.json into `out_dir` (created); the confusion and aggregate
+    tables only when the summary has them (cases from evaluate_case), the object table only for
+    instance cases.
 
     CSVs write NaN as `nan`; the JSON ({"per_case", "summary"}) writes it as null. Each file is
     replaced atomically, so a reader never sees a half-written table.
@@ -150,6 +156,12 @@ def format_summary_table(
     lines = ["  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     lines.append(f"({summary['n_cases']} cases)")
+    if "objects" in summary:
+        objects = summary["objects"]
+        lines.append(f"objects: DSB score {_stats_cell(objects['dsb_score'])}, F1 at IoU 0.5 "
+                     f"{_stats_cell(objects['f1'])} (pooled {objects['pooled_f1']:.3f}: "
+                     f"{objects['tp']} found, {objects['fp']} false, {objects['fn']} missed), "
+                     f"PQ {_stats_cell(objects['pq'])}")
     for name, auc in summary.get("roc_auc", {}).items():
         pooled, mean = ("n/a" if _missing(auc[k]) else f"{auc[k]:.4f}" for k in ("pooled", "mean"))
         lines.append(f"ROC AUC {name}: {pooled} pooled over the cases' pixels, {mean} mean over "

@@ -1,0 +1,68 @@
+"""An instance run end to end on tiny data: objects found by the rim + watershed method, its
+thresholds chosen on the validation cases, object scores in the evaluation, object-id masks and
+a per-object table from `predict`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from seglab import api
+from seglab.data.io import read_label
+from tests.test_train import TINY_2D
+
+
+def _nuclei_dataset(root: Path, cases: int = 10) -> Path:
+    """Grey 40x40 images of 2-3 bright touching discs, one mask PNG per disc (DSB's layout)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:40, :40]
+    for index in range(cases):
+        folder = root / "cells" / f"c{index:02d}"
+        (folder / "images").mkdir(parents=True)
+        (folder / "masks").mkdir()
+        image = rng.normal(40, 8, (40, 40))
+        for k in range(int(rng.integers(2, 4))):
+            cy, cx = rng.uniform(10, 30, 2)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 36
+            image[disc] = 160 + rng.normal(0, 8, disc.sum())
+            Image.fromarray(disc.astype(np.uint8) * 255).save(folder / "masks" / f"m{k}.png")
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
+            folder / "images" / f"c{index:02d}.png")
+    (root / "seglab.yaml").write_text(
+        "images: 'cells/*/images/*.png'\nid: 'cells/(?P<id>[^/]+)/images/'\n"
+        "labels: 'cells/{id}/masks/*.png'\nclasses: [background, nucleus]\n")
+    return root
+
+
+def test_an_instance_run_chooses_its_thresholds_and_scores_objects(tmp_path: Path) -> None:
+    data = _nuclei_dataset(tmp_path / "data")
+    run = api.train(data, tmp_path / "run", {**TINY_2D, "epochs": 3}, progress=False)
+    plan = run.plan()
+    assert plan.task == "instance" and plan.classes == ["background", "nucleus", "object_rim"]
+    assert plan.instances == {"method": "rim_watershed", "rim_class": 2}
+    split = run.read_json("instance_split.json")
+    assert len(split["tried"]) == 20 and split["validation_dsb_score"] is not None
+    summary = json.loads((run.path / "evaluation" / "metrics.json").read_text())["summary"]
+    assert list(summary["classes"]) == ["nucleus"]  # the rim is the network's class only
+    objects = summary["objects"]
+    assert objects["n_ref"] > 0 and 0 <= objects["dsb_score"]["mean"] <= 1
+    assert (run.path / "evaluation" / "objects_per_case.csv").is_file()
+
+    written = api.predict(run.path, [data / "cells" / "c00" / "images" / "c00.png"],
+                          tmp_path / "pred")
+    ids = read_label(tmp_path / "pred" / "c00.png")
+    rows = (tmp_path / "pred" / "objects.csv").read_text().splitlines()
+    assert rows[0] == "case,object,class,pixels" and len(rows) - 1 == len(np.unique(ids)) - 1
+    assert all(row.split(",")[2] == "nucleus" for row in rows[1:])
+    assert len(written) == 2
+
+
+def test_an_instance_dataset_trains_semantically_when_asked(tmp_path: Path) -> None:
+    data = _nuclei_dataset(tmp_path / "data", cases=6)
+    run = api.train(data, tmp_path / "run", {**TINY_2D, "task": "semantic"}, progress=False,
+                    evaluate=False)
+    assert run.plan().classes == ["background", "nucleus"]
+    assert (run.path / "postprocessing.json").is_file()
