@@ -110,6 +110,64 @@ def test_one_mask_file_per_object_keeps_the_objects_apart(tmp_path: Path) -> Non
     assert (case.label > 0).sum() == 48  # touching objects, still one class
 
 
+def _palette_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(array.astype(np.uint8), mode="P")
+    image.putpalette([v for k in range(256) for v in (k, 255 - k, (7 * k) % 256)])
+    image.save(path)
+
+
+def test_a_voc_folder_gives_objects_their_class_and_ignores_the_void_border(
+        tmp_path: Path) -> None:
+    objects, classes = np.zeros((16, 24), np.uint8), np.zeros((16, 24), np.uint8)
+    objects[2:6, 2:6], classes[2:6, 2:6] = 1, 15  # a person
+    objects[8:12, 10:20], classes[8:12, 10:20] = 2, 7  # a car
+    objects[1, :], classes[1, :] = 255, 255
+    for name in ("2007_000001", "2007_000002"):
+        _image(tmp_path / "JPEGImages" / f"{name}.jpg")
+        _palette_png(tmp_path / "SegmentationObject" / f"{name}.png", objects)
+        _palette_png(tmp_path / "SegmentationClass" / f"{name}.png", classes)
+    (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (tmp_path / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000002\n")
+    dataset = find_dataset(tmp_path)
+    assert (dataset.layout, dataset.task, len(dataset.classes)) == ("Pascal VOC", "instance", 21)
+    assert dataset.split == {"test": ["2007_000002"]}
+    case = load_case(dataset, dataset.cases[0])
+    assert case.instances.classes == {1: 15, 2: 7}
+    assert (case.label[1] == IGNORE_INDEX).all() and case.label[3, 3] == 15
+    inspect_dataset(dataset)
+
+
+def test_a_cityscapes_folder_gives_things_as_objects_and_stuff_as_classes(tmp_path: Path) -> None:
+    instance_ids = np.full((16, 24), 7, np.int32)  # road
+    instance_ids[0:4] = 23  # sky
+    instance_ids[6:10, 2:8] = 26000  # a car
+    instance_ids[6:10, 10:16] = 26001  # another car
+    instance_ids[12:16, 18:24] = 24  # a group of persons without ids
+    instance_ids[12:16, 0:4] = 4  # static: no class
+    label_ids = np.where(instance_ids >= 1000, instance_ids // 1000, instance_ids)
+    for split in ("train", "val"):
+        image = tmp_path / "leftImg8bit" / split / "bonn" / f"bonn_{split}_leftImg8bit.png"
+        _image(image)
+        gt = tmp_path / "gtFine" / split / "bonn"
+        gt.mkdir(parents=True)
+        Image.fromarray(instance_ids.astype(np.uint16)).save(
+            gt / f"bonn_{split}_gtFine_instanceIds.png")
+        Image.fromarray(label_ids.astype(np.uint8)).save(gt / f"bonn_{split}_gtFine_labelIds.png")
+    _image(tmp_path / "leftImg8bit" / "test" / "bonn" / "bonn_test_leftImg8bit.png")  # unlabelled
+    dataset = find_dataset(tmp_path)
+    assert (dataset.layout, len(dataset.cases), dataset.split) == (
+        "Cityscapes", 2, {"test": ["bonn_val"]})
+    assert dataset.classes[0] == "road" and dataset.classes[13] == "car"
+    case = load_case(dataset, dataset.cases[0])
+    assert case.instances.classes == {1: 13, 2: 13}
+    assert case.label[0, 0] == 10 and case.label[5, 0] == 0 and case.label[7, 3] == 13
+    assert case.label[13, 20] == IGNORE_INDEX and case.label[13, 1] == IGNORE_INDEX
+    (tmp_path / "gtFine" / "val" / "bonn" / "bonn_val_gtFine_labelIds.png").unlink()
+    with pytest.raises(SeglabError, match="bonn_val_leftImg8bit.png: its label file .* missing"):
+        find_dataset(tmp_path)
+
+
 @needs_shared("tiny_coco")
 def test_tiny_coco_reads_its_two_subsets_and_80_categories() -> None:
     dataset = find_dataset(SHARED / "tiny_coco" / "tiny_coco")

@@ -91,11 +91,17 @@ def test_cityscapes_ids_split_into_objects_groups_and_stuff() -> None:
     values[0:2, 3:5] = 26001  # car number 1
     values[4:6, 0:3] = 24  # a group of persons without ids
     values[4:6, 4:6] = 24002  # person number 2
-    instances = from_cityscapes(values, {24: 1, 26: 3}, {24, 26})
-    assert instances.counts_per_class() == {3: 2, 1: 1}
+    values[2, 5] = 3  # out of roi: a label without a class
+    label_ids = np.where(values >= 1000, values // 1000, values)
+    classes = {7: 0, 24: 11, 26: 13}
+    instances = from_cityscapes(values, label_ids, classes, {24, 26})
+    assert instances.counts_per_class() == {13: 2, 11: 1}
     assert instances.ignore.sum() == 6 and (instances.ids[2:4] == 0).all()
-    with pytest.raises(SeglabError, match=r"instance label ids \[33\] have no class"):
-        from_cityscapes(np.full((2, 2), 33001), {24: 1}, {24, 33})
+    semantic = instances.semantic()
+    assert semantic[3, 0] == 0 and semantic[0, 0] == 13 and semantic[5, 5] == 11
+    assert semantic[2, 5] == IGNORE_INDEX and (semantic[4:6, 0:3] == IGNORE_INDEX).all()
+    caravan = from_cityscapes(np.full((2, 2), 29001), np.full((2, 2), 29), classes, {24, 29})
+    assert caravan.count == 0 and caravan.ignore.all()  # an object of a label without a class
 
 
 def test_mask_files_and_id_images_give_one_object_each() -> None:

@@ -7,6 +7,14 @@
   without a label file has no objects, as YOLO reads it. Class names come from the `names` of a
   dataset yaml beside the folder (or one level up); without one, class_k.
 
+- Pascal VOC: `JPEGImages/`, `SegmentationClass/` and, for objects, `SegmentationObject/`
+  palette PNGs (255: the void border, ignored); `ImageSets/Segmentation/val.txt` is the test
+  split. Without SegmentationObject it is a semantic dataset.
+- Cityscapes: `leftImg8bit/<split>/<city>/*_leftImg8bit.png` with `gtFine/<split>/<city>/
+  *_gtFine_instanceIds.png` and `*_labelIds.png`; the 19 classes of the benchmark (train ids,
+  road = class 0), the other labels ignored; `val` is the test split, `test` (no public labels)
+  is left out.
+
 The annotation files are parsed once per process (`coco_file`, cached on path and mtime).
 """
 
@@ -25,6 +33,18 @@ from seglab.data.layouts import IGNORE_INDEX, CaseRef, Dataset, file_stem, is_im
 from seglab.errors import SeglabError
 
 TEST_SUBSETS = ("val", "test")
+VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+               "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+               "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
+# Cityscapes label id -> (name, train id) of the 19 benchmark classes (cityscapesScripts'
+# labels.py); the thing labels have object ids, caravan (29) and trailer (30) included.
+CITYSCAPES_CLASSES = {
+    7: ("road", 0), 8: ("sidewalk", 1), 11: ("building", 2), 12: ("wall", 3), 13: ("fence", 4),
+    17: ("pole", 5), 19: ("traffic light", 6), 20: ("traffic sign", 7), 21: ("vegetation", 8),
+    22: ("terrain", 9), 23: ("sky", 10), 24: ("person", 11), 25: ("rider", 12), 26: ("car", 13),
+    27: ("truck", 14), 28: ("bus", 15), 31: ("train", 16), 32: ("motorcycle", 17),
+    33: ("bicycle", 18)}
+CITYSCAPES_THINGS = {24, 25, 26, 27, 28, 29, 30, 31, 32, 33}
 
 
 @dataclass
@@ -143,3 +163,51 @@ def _yolo_names(root: Path, label_files: list[Path]) -> list[str]:
 def _test_split(test: list[str], cases: list[CaseRef]) -> dict[str, list[str]] | None:
     """The published test (or val) subset as the test split, when it is not everything."""
     return {"test": test} if test and len(test) < len(cases) else None
+
+
+def find_voc(root: Path) -> Dataset | None:
+    images, classes_dir = root / "JPEGImages", root / "SegmentationClass"
+    if not images.is_dir() or not classes_dir.is_dir():
+        return None
+    objects_dir = root / "SegmentationObject"
+    instance = objects_dir.is_dir()
+    cases = []
+    for label in sorted(classes_dir.glob("*.png")):
+        image = images / f"{label.stem}.jpg"
+        if not image.is_file():
+            raise SeglabError(f"{label}: no image {image}")
+        labels = [objects_dir / label.name, label] if instance else [label]
+        cases.append(CaseRef(label.stem, [image], labels,
+                             relpath=image.relative_to(root).as_posix(),
+                             objects="voc" if instance else None))
+    val = root / "ImageSets" / "Segmentation" / "val.txt"
+    test = val.read_text().split() if val.is_file() else []
+    return Dataset(root.name, root.resolve(), "Pascal VOC", cases, classes=list(VOC_CLASSES),
+                   ignore_label=IGNORE_INDEX, split=_test_split(
+                       [c.case_id for c in cases if c.case_id in set(test)], cases),
+                   source=str(root.resolve()), task="instance" if instance else "semantic")
+
+
+def find_cityscapes(root: Path) -> Dataset | None:
+    images, labels = root / "leftImg8bit", root / "gtFine"
+    if not images.is_dir() or not labels.is_dir():
+        return None
+    cases, test = [], []
+    for image in sorted(images.glob("*/*/*_leftImg8bit.png")):
+        split, city = image.parts[-3], image.parts[-2]
+        if split == "test":
+            continue
+        prefix = image.name.removesuffix("_leftImg8bit.png")
+        folder = labels / split / city
+        files = [folder / f"{prefix}_gtFine_instanceIds.png", folder / f"{prefix}_gtFine_labelIds.png"]
+        for file in files:
+            if not file.is_file():
+                raise SeglabError(f"{image}: its label file {file} is missing")
+        cases.append(CaseRef(prefix, [image], files, relpath=image.relative_to(root).as_posix(),
+                             objects="cityscapes"))
+        if split == "val":
+            test.append(prefix)
+    names = [name for name, _ in sorted(CITYSCAPES_CLASSES.values(), key=lambda c: c[1])]
+    return Dataset(root.name, root.resolve(), "Cityscapes", cases, classes=names,
+                   ignore_label=IGNORE_INDEX, split=_test_split(test, cases),
+                   source=str(root.resolve()), task="instance")

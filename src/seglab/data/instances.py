@@ -31,23 +31,27 @@ CITYSCAPES_ID_FACTOR = 1000  # instanceIds.png: label_id * 1000 + instance numbe
 @dataclass
 class Instances:
     """ids: int32 array, 0 where there is no object; classes: object id -> class index (>= 1);
-    ignore: boolean array of the pixels to leave out, or None."""
+    ignore: boolean array of the pixels to leave out, or None; stuff: the class map of the
+    pixels that are no object (Cityscapes' road and sky), or None where they are background."""
 
     ids: np.ndarray
     classes: dict[int, int]
     ignore: np.ndarray | None = None
+    stuff: np.ndarray | None = None
 
     @property
     def count(self) -> int:
         return len(self.classes)
 
     def semantic(self) -> np.ndarray:
-        """The class-index map (uint8): each object's class, 0 elsewhere, IGNORE_INDEX where
-        ignored."""
+        """The class-index map (uint8): each object's class, the stuff class (or 0) elsewhere,
+        IGNORE_INDEX where ignored."""
         lookup = np.zeros(int(self.ids.max(initial=0)) + 1, np.uint8)
         for object_id, class_index in self.classes.items():
             lookup[object_id] = class_index
         label = lookup[self.ids]
+        if self.stuff is not None:
+            label = np.where(self.ids > 0, label, self.stuff).astype(np.uint8)
         if self.ignore is not None:
             label[self.ignore] = IGNORE_INDEX
         return label
@@ -205,18 +209,25 @@ def from_voc(objects: np.ndarray, classes: np.ndarray) -> Instances:
     return instances
 
 
-def from_cityscapes(instance_ids: np.ndarray, label_to_class: dict[int, int],
-                    thing_labels: set[int]) -> Instances:
-    """A Cityscapes gtFine `*_instanceIds.png`: values of 1000 and above are objects (label id =
-    value // 1000, mapped to a class index by `label_to_class`); pixels of a thing label below
-    1000 are groups without ids (e.g. a crowd of cars), ignored as Cityscapes' instance
-    evaluation ignores them; stuff pixels are no object."""
+def from_cityscapes(instance_ids: np.ndarray, label_ids: np.ndarray,
+                    label_to_class: dict[int, int], thing_labels: set[int]) -> Instances:
+    """Cityscapes gtFine `*_instanceIds.png` and `*_labelIds.png` of one image: instance values of
+    1000 and above are objects (label id = value // 1000); pixels of a thing label below 1000
+    are groups without ids (a crowd of cars), ignored as Cityscapes' instance evaluation ignores
+    them, and so are objects whose label has no class (caravan, trailer); the other pixels take
+    their label's class as stuff (labels without a class: ignored). `label_to_class` maps label
+    ids to class indices."""
     values = np.asarray(instance_ids).astype(np.int64)
-    is_object = values >= CITYSCAPES_ID_FACTOR
-    groups = ~is_object & np.isin(values, list(thing_labels))
-    object_ids = [int(v) for v in np.unique(values[is_object])]
-    unknown = sorted({v // CITYSCAPES_ID_FACTOR for v in object_ids} - set(label_to_class))
-    if unknown:
-        raise SeglabError(f"instance label ids {unknown[:5]} have no class")
-    classes = {v: label_to_class[v // CITYSCAPES_ID_FACTOR] for v in object_ids}
-    return _renumbered(np.where(is_object, values, 0), classes, groups if groups.any() else None)
+    labels = np.where(values >= CITYSCAPES_ID_FACTOR, values // CITYSCAPES_ID_FACTOR, -1)
+    is_object = np.isin(labels, list(label_to_class))
+    ignore = (labels >= 0) & ~is_object
+    ignore |= (values < CITYSCAPES_ID_FACTOR) & np.isin(values, list(thing_labels))
+    classes = {int(v): label_to_class[int(v) // CITYSCAPES_ID_FACTOR]
+               for v in np.unique(values[is_object])}
+    lookup = np.full(max(256, int(np.max(label_ids, initial=0)) + 1), IGNORE_INDEX, np.uint8)
+    for label_id, class_index in label_to_class.items():
+        lookup[label_id] = class_index
+    instances = _renumbered(np.where(is_object, values, 0), classes,
+                            ignore if ignore.any() else None)
+    instances.stuff = lookup[np.asarray(label_ids).astype(np.int64)]
+    return instances

@@ -93,9 +93,10 @@ def find_dataset(path: str | Path) -> Dataset:
         return _from_yaml(path / "seglab.yaml")
     if (path / "dataset.json").is_file() or (path / "imagesTr").is_dir():
         return _from_msd(path)
-    from seglab.data.instance_layouts import find_coco, find_yolo  # they build on this module
+    # imported here: the instance layouts build on this module's CaseRef and Dataset
+    from seglab.data.instance_layouts import find_cityscapes, find_coco, find_voc, find_yolo
 
-    found = find_coco(path) or find_yolo(path)
+    found = find_coco(path) or find_yolo(path) or find_voc(path) or find_cityscapes(path)
     if found is not None:
         return found
     images_dir = path / "images"

@@ -6,8 +6,9 @@ import numpy as np
 from scipy import ndimage
 
 from seglab.case import Case
-from seglab.data.instance_layouts import coco_file
-from seglab.data.instances import Instances, from_mask_files, from_yolo
+from seglab.data.instance_layouts import CITYSCAPES_CLASSES, CITYSCAPES_THINGS, coco_file
+from seglab.data.instances import (Instances, from_cityscapes, from_mask_files, from_voc,
+                                   from_yolo)
 from seglab.data.io import read_image, read_label
 from seglab.data.layouts import IGNORE_INDEX, CaseRef, Dataset
 from seglab.errors import SeglabError
@@ -60,6 +61,9 @@ def read_case_label(dataset: Dataset, ref: CaseRef, shape: tuple[int, ...]) -> n
     return map_label_values(raw, dataset, path)
 
 
+CITYSCAPES_TO_CLASS = {label: train_id for label, (_, train_id) in CITYSCAPES_CLASSES.items()}
+
+
 def read_case_instances(ref: CaseRef, shape: tuple[int, ...]) -> Instances:
     """The case's objects, read from the encoding its layout found (`ref.objects`)."""
     if ref.objects == "mask_files":
@@ -77,6 +81,13 @@ def read_case_instances(ref: CaseRef, shape: tuple[int, ...]) -> Instances:
             return coco_file(path).instances(ref.key, shape)
         if ref.objects == "yolo":
             return from_yolo(path.read_text() if path.is_file() else "", *shape)
+        if ref.objects in ("voc", "cityscapes"):
+            first, second = (read_label(p) for p in ref.labels)
+            for file, array in zip(ref.labels, (first, second)):
+                _check_shape(file, array.shape, shape)
+            if ref.objects == "voc":
+                return from_voc(first, second)
+            return from_cityscapes(first, second, CITYSCAPES_TO_CLASS, CITYSCAPES_THINGS)
     except SeglabError as error:
         raise SeglabError(f"{path}: {error}") from None
     raise SeglabError(f"{path}: unknown object encoding {ref.objects!r}")
