@@ -83,6 +83,16 @@ def test_iou_matrix_agrees_with_a_loop_over_objects_on_random_instances() -> Non
         assert iou_matrix(pred, ref) == pytest.approx(expected)
 
 
+def test_class_accuracy_counts_the_matches_that_have_the_references_class() -> None:
+    ref, pred = _blank(), _blank()
+    ref[0:5, 0:5], ref[10:15, 10:15], ref[0:3, 15:18] = 1, 2, 3
+    pred[0:5, 0:5], pred[10:15, 10:15] = 4, 5  # both found, the second with the wrong class
+    scores = instance_scores(pred, ref, None, {4: 1, 5: 1}, {1: 1, 2: 2, 3: 1})
+    assert (scores["tp"], scores["same_class"], scores["class_accuracy"]) == (2, 1, 0.5)
+    assert np.isnan(instance_scores(_blank(), ref, None, {}, {1: 1, 2: 2, 3: 1})[
+        "class_accuracy"])
+
+
 def test_matching_below_an_iou_of_one_half_is_refused() -> None:
     with pytest.raises(ValueError, match="assignment"):
         object_scores(np.array([[0.4]]), threshold=0.3)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from seglab.data.demo import generate_demo_dataset
+from seglab.data.demo import generate_demo_dataset, generate_instance_demo_dataset
 from seglab.data.inspect import Fingerprint, inspect_dataset
 from seglab.data.layouts import find_dataset
 from seglab.device import Precision
@@ -208,10 +208,15 @@ def report(run: str | Path, out: str | Path | None = None) -> Path:
 
 
 def demo(out: str | Path, seed: int = 0, progress: bool = True,
-         overrides: dict[str, Any] | None = None) -> tuple[Run, dict[str, Any]]:
-    """Generates the built-in dataset, plans, trains, predicts and scores its test split."""
+         overrides: dict[str, Any] | None = None,
+         task: str = "semantic") -> tuple[Run, dict[str, Any]]:
+    """Generates the built-in dataset, plans, trains, predicts and scores its test split; with
+    task="instance", its objects as a COCO folder, and an instance run."""
     out = Path(out)
-    data = generate_demo_dataset(out / "data", seed=seed)
+    if task not in ("semantic", "instance"):
+        raise SeglabError(f"--task {task}: expected semantic or instance")
+    make = generate_instance_demo_dataset if task == "instance" else generate_demo_dataset
+    data = make(out / "data", seed=seed)
     run = train(data, out / "run", {**DEMO_OVERRIDES, "seed": seed, **(overrides or {})},
                 progress=progress)
     return run, run.read_json("evaluation/metrics.json")["summary"]

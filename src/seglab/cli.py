@@ -148,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="generate the built-in data, train, predict, score")
     demo.add_argument("--out", type=Path, default=Path("seglab-demo"))
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--task", choices=("semantic", "instance"), default="semantic",
+                      help="instance: objects with a class each, found by the rim + watershed run")
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -283,10 +285,15 @@ def _demo(args) -> None:
     out.mkdir(parents=True)
     (out / DEMO_MARKER).touch()
     started = time.monotonic()
-    run, summary = demo(out, seed=args.seed)
+    run, summary = demo(out, seed=args.seed, task=args.task)
     _print_evaluation(run.path / "evaluation")
     print(f"\nmean test Dice {summary['mean']['dice']['mean']:.4f} over {summary['n_cases']} test "
           f"images, {time.monotonic() - started:.0f} s in all")
+    if "objects" in summary:
+        objects = summary["objects"]
+        print(f"objects: F1 at IoU 0.5 {objects['pooled_f1']:.4f} ({objects['tp']} of "
+              f"{objects['n_ref']} found, {objects['fp']} false), the right class for "
+              f"{objects['pooled_class_accuracy']:.1%} of those found")
     print(f"data: {out / 'data'}\nrun:  {run.path}  (plan.json, log.jsonl, checkpoints/, "
           "predictions/test/, evaluation/)")
 

@@ -74,7 +74,8 @@ def _evaluate_objects(run: Run, model, cases: list[Case], precision: Precision) 
         write_mask(found.ids, case, run.path / "predictions" / "test")
         per_case.append({"case": case.case_id, **evaluate_case(
             found.semantic(), case.label, classes, case.spacing, case.roi, IGNORE_INDEX),
-            "objects": instance_scores(found.ids, case.instances.ids, case.instances.ignore)})
+            "objects": instance_scores(found.ids, case.instances.ids, case.instances.ignore,
+                                       found.classes, case.instances.classes)})
     summary = summarize(per_case)
     write_tables(per_case, summary, run.path / EVALUATION)
     return summary

@@ -2,16 +2,19 @@
 
 Grey 2D images of two kinds of object on a textured background: smooth bright "cells" (ellipses)
 and striped "crystals" (irregular polygons), with per-image contrast, illumination gradient, blur
-and noise. Written to disk as PNG image/label folders with a seglab.yaml, so the demo reads its
-data through the same path as a user's dataset.
+and noise. Written to disk as PNG image/label folders with a seglab.yaml (or, for the instance
+demo, as a COCO folder with one RLE mask per object), so the demo reads its data through the same
+path as a user's dataset.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pycocotools import mask as coco_mask
 from scipy import ndimage
 from skimage.draw import ellipse, polygon
 
@@ -22,7 +25,18 @@ CLASSES = ["background", "cell", "crystal"]
 
 def generate_image(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """One (uint8 image, uint8 label) pair."""
-    label = np.zeros((size, size), dtype=np.uint8)
+    image, ids, classes = generate_objects(rng, size)
+    lookup = np.zeros(ids.max() + 1, np.uint8)
+    for object_id, kind in classes.items():
+        lookup[object_id] = kind
+    return image, lookup[ids]
+
+
+def generate_objects(rng: np.random.Generator, size: int = 128
+                     ) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """One uint8 image, its object-id map (later objects cover earlier ones where they overlap)
+    and each visible object's class (1: cell, 2: crystal)."""
+    label = np.zeros((size, size), dtype=np.int32)
     yy, xx = np.mgrid[0:size, 0:size] / size
     background = 0.35 + 0.15 * (rng.uniform(-1, 1) * yy + rng.uniform(-1, 1) * xx)
     background = background + 0.06 * ndimage.gaussian_filter(rng.normal(size=(size, size)), 4) * 4
@@ -30,7 +44,8 @@ def generate_image(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarra
     contrast = rng.uniform(0.2, 0.4)
     stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (xx + yy) * size / rng.uniform(6, 9))
     kinds = [1, 2] + list(rng.integers(1, 3, size=int(rng.integers(0, 3))))
-    for kind in rng.permutation(kinds):
+    classes = {}
+    for object_id, kind in enumerate(rng.permutation(kinds), 1):
         cy, cx = rng.uniform(0.12, 0.88, 2) * size
         radius = rng.uniform(9, 18)
         if kind == 1:
@@ -46,10 +61,12 @@ def generate_image(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarra
             rows, cols = polygon(cy + radii * np.sin(angles), cx + radii * np.cos(angles),
                                  shape=label.shape)
             image[rows, cols] = background[rows, cols] + contrast * (0.2 + 0.8 * stripes[rows, cols])
-        label[rows, cols] = kind
+        label[rows, cols] = object_id
+        classes[object_id] = int(kind)
     image = ndimage.gaussian_filter(image, rng.uniform(0.5, 1.0))
     image = image + rng.normal(0, rng.uniform(0.01, 0.04), image.shape)
-    return (np.clip(image, 0, 1) * 255).astype(np.uint8), label
+    visible = {k: c for k, c in classes.items() if (label == k).any()}
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8), label, visible
 
 
 def generate_demo_dataset(out: Path, n_images: int = 64, size: int = 128, seed: int = 0) -> Path:
@@ -70,4 +87,33 @@ def generate_demo_dataset(out: Path, n_images: int = 64, size: int = 128, seed: 
         f"classes: [{', '.join(CLASSES)}]",
         "",
     ]))
+    return out
+
+
+def generate_instance_demo_dataset(out: Path, n_images: int = 64, size: int = 128,
+                                   seed: int = 0) -> Path:
+    """The demo's images with their objects, in COCO's own layout: `out/train/*.png` and
+    `out/val/*.png` (a quarter: the test split) with `out/annotations/instances_<subset>.json`
+    (one RLE mask per visible object, categories cell and crystal); returns `out`."""
+    rng = np.random.default_rng(seed)
+    categories = [{"id": k, "name": name} for k, name in enumerate(CLASSES) if k]
+    subsets: dict[str, dict] = {name: {"images": [], "annotations": [], "categories": categories}
+                                for name in ("train", "val")}
+    for index in range(n_images):
+        image, ids, classes = generate_objects(rng, size)
+        subset = subsets["val" if index % 4 == 3 else "train"]
+        name = f"demo_{index:03d}.png"
+        target = out / ("val" if index % 4 == 3 else "train") / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as temporary:
+            Image.fromarray(image).save(temporary, format="PNG")
+        subset["images"].append({"id": index + 1, "file_name": name, "height": size, "width": size})
+        for object_id, kind in sorted(classes.items()):
+            rle = coco_mask.encode(np.asfortranarray((ids == object_id).astype(np.uint8)))
+            subset["annotations"].append({
+                "id": index * 100 + object_id, "image_id": index + 1, "category_id": kind,
+                "iscrowd": 0, "area": int(coco_mask.area(rle)),
+                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
+    for name, subset in subsets.items():
+        write_text_atomic(out / "annotations" / f"instances_{name}.json", json.dumps(subset))
     return out

@@ -33,6 +33,12 @@ def iou_matrix(pred: np.ndarray, ref: np.ndarray,
                ignore: np.ndarray | None = None) -> np.ndarray:
     """IoU (n_pred, n_ref) of every predicted object with every reference object, ordered by id,
     from one count of (pred, ref) id pairs; objects dropped by `ignore` are left out."""
+    return iou_with_ids(pred, ref, ignore)[0]
+
+
+def iou_with_ids(pred: np.ndarray, ref: np.ndarray, ignore: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`iou_matrix` with the object id of each row and each column."""
     if pred.shape != ref.shape:
         raise ValueError(f"instance masks differ in shape: {pred.shape} and {ref.shape}")
     pred, ref = _kept_objects(pred, ref, ignore)
@@ -44,7 +50,8 @@ def iou_matrix(pred: np.ndarray, ref: np.ndarray,
     pred_sizes, ref_sizes = pairs.sum(1, keepdims=True), pairs.sum(0, keepdims=True)
     union = pred_sizes + ref_sizes - pairs
     iou = pairs / np.maximum(union, 1)
-    return iou[pred_ids != 0][:, ref_ids != 0]
+    rows, columns = pred_ids != 0, ref_ids != 0
+    return iou[rows][:, columns], pred_ids[rows], ref_ids[columns]
 
 
 def _kept_objects(pred: np.ndarray, ref: np.ndarray,
@@ -108,13 +115,23 @@ def panoptic_quality(iou: np.ndarray) -> dict[str, float]:
     return {"pq": sq * rq, "sq": sq, "rq": rq}
 
 
-def instance_scores(pred: np.ndarray, ref: np.ndarray,
-                    ignore: np.ndarray | None = None) -> dict[str, Any]:
+def instance_scores(pred: np.ndarray, ref: np.ndarray, ignore: np.ndarray | None = None,
+                    pred_classes: dict[int, int] | None = None,
+                    ref_classes: dict[int, int] | None = None) -> dict[str, Any]:
     """Every object-level score of one case: DSB score, precision / recall / F1 at IoU 0.5, PQ,
-    and the object counts."""
-    iou = iou_matrix(pred, ref, ignore)
-    return {"dsb_score": dsb_score(iou), **object_scores(iou), **panoptic_quality(iou),
-            "n_pred": iou.shape[0], "n_ref": iou.shape[1]}
+    the object counts, and with both class maps, how many matches (IoU > 0.5) have the
+    reference's class (`same_class`, and `class_accuracy` = same_class / tp, NaN without a
+    match). Matching itself ignores classes."""
+    iou, pred_ids, ref_ids = iou_with_ids(pred, ref, ignore)
+    scores = {"dsb_score": dsb_score(iou), **object_scores(iou), **panoptic_quality(iou),
+              "n_pred": iou.shape[0], "n_ref": iou.shape[1]}
+    if pred_classes is not None and ref_classes is not None:
+        rows, columns = np.nonzero(iou > 0.5)
+        same = sum(pred_classes[int(pred_ids[r])] == ref_classes[int(ref_ids[c])]
+                   for r, c in zip(rows, columns))
+        scores["same_class"] = int(same)
+        scores["class_accuracy"] = same / len(rows) if len(rows) else float("nan")
+    return scores
 
 
 # COCO mask AP. Written here, rather than taken from pycocotools, because pycocotools scores 2D

@@ -119,20 +119,22 @@ def summarize(per_case: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-OBJECT_SCORES = ("dsb_score", "precision", "recall", "f1", "pq", "sq", "rq")
-OBJECT_COUNTS = ("tp", "fp", "fn", "n_pred", "n_ref")
+OBJECT_SCORES = ("dsb_score", "precision", "recall", "f1", "pq", "sq", "rq", "class_accuracy")
+OBJECT_COUNTS = ("tp", "fp", "fn", "n_pred", "n_ref", "same_class")
 
 
 def _object_summary(per_case: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Instance cases (with "objects" from `seglab.metrics.instances.instance_scores`): each
-    object score's mean over cases, the counts summed, and the F1 at IoU 0.5 of the summed
-    counts."""
+    object score's mean over cases, the counts summed, and from the summed counts the F1 at IoU
+    0.5 and the share of matches with the right class."""
     cases = [case["objects"] for case in per_case if "objects" in case]
     if not cases:
         return {}
-    counts = {name: int(sum(case[name] for case in cases)) for name in OBJECT_COUNTS}
+    counts = {name: int(sum(case.get(name, 0) for case in cases)) for name in OBJECT_COUNTS}
     matched_twice = 2 * counts["tp"]
     pooled_f1 = (matched_twice / (matched_twice + counts["fp"] + counts["fn"])
                  if counts["n_pred"] or counts["n_ref"] else 1.0)
-    return {"objects": {**{name: _stats([case[name] for case in cases]) for name in OBJECT_SCORES},
-                        **counts, "pooled_f1": pooled_f1}}
+    pooled_class = counts["same_class"] / counts["tp"] if counts["tp"] else NAN
+    return {"objects": {**{name: _stats([case.get(name, NAN) for case in cases])
+                           for name in OBJECT_SCORES},
+                        **counts, "pooled_f1": pooled_f1, "pooled_class_accuracy": pooled_class}}

@@ -94,7 +94,8 @@ def _table_texts(per_case: Sequence[dict[str, Any]], summary: dict[str, Any]) ->
     if "objects" in summary:
         texts["objects_per_case.csv"] = _csv_text(
             ["case", *OBJECT_SCORES, *OBJECT_COUNTS],
-            [[case["case"], *(case["objects"][k] for k in (*OBJECT_SCORES, *OBJECT_COUNTS))]
+            [[case["case"], *(case["objects"].get(name, "")
+                              for name in (*OBJECT_SCORES, *OBJECT_COUNTS))]
              for case in per_case])
     texts["metrics.json"] = (
         json.dumps(_json_ready({"per_case": list(per_case), "summary": summary}), indent=2, allow_nan=False) + "\n"
