@@ -22,7 +22,7 @@ LAYERS = [
     {"preprocess"},
     {"run"},
     {"run_setup"},
-    {"postprocess", "metrics"},
+    {"postprocess", "metrics", "measure"},
     {"instance_split"},
     {"infer"},
     {"train"},

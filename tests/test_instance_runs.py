@@ -55,7 +55,8 @@ def test_an_instance_run_chooses_its_thresholds_and_scores_objects(tmp_path: Pat
                           tmp_path / "pred")
     ids = read_label(tmp_path / "pred" / "c00.png")
     rows = (tmp_path / "pred" / "objects.csv").read_text().splitlines()
-    assert rows[0] == "case,object,class,pixels" and len(rows) - 1 == len(np.unique(ids)) - 1
+    assert rows[0].startswith("case,object,class,voxels,area_mm2,equivalent_diameter_mm,")
+    assert len(rows) - 1 == len(np.unique(ids)) - 1
     assert all(row.split(",")[2] == "nucleus" for row in rows[1:])
     assert len(written) == 2
 

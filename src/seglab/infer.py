@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from seglab import instance_split, models, postprocess
+from seglab import instance_split, measure, models, postprocess
 from seglab.case import Case
 from seglab.data.instances import Instances
 from seglab.data.io import (IMAGE_SUFFIXES, output_folder, read_image, read_label, suffix_of,
@@ -316,15 +316,18 @@ def write_predictions(model: torch.nn.Module, plan: Plan, cases: list[Case], out
 def write_objects(model: torch.nn.Module, plan: Plan, cases: list[Case], out: Path,
                   precision: Precision, split: dict[str, Any]) -> list[Path]:
     """An instance run's predictions: per case, its object-id mask (0 = none) in the case's own
-    format and geometry, and one objects.csv row per object (case, id, class, pixels)."""
+    format and geometry, and one objects.csv row per object, measured in physical units
+    (`seglab.measure`: size, equivalent diameter, centroid, bounding box)."""
     output_folder(out)
-    written, rows = [], ["case,object,class,pixels"]
+    written, lines, header = [], [], None
     for case in cases:
         found = predict_objects(model, case, plan, precision, split)
         written.append(write_mask(found.ids, case, out))
-        sizes = np.bincount(found.ids.ravel())
-        rows += [f"{case.case_id},{k},{plan.classes[c]},{sizes[k]}"
-                 for k, c in sorted(found.classes.items())]
+        rows = measure.object_rows(found.ids, found.classes, plan.classes, case.spacing,
+                                   case.meta.get("affine"))
+        header = header or (["case", *rows[0]] if rows else None)
+        lines += measure.csv_text(rows, case.case_id)
     table = out / "objects.csv"
-    write_text_atomic(table, "\n".join(rows) + "\n")
+    columns = header or ["case", "object", "class", "voxels"]
+    write_text_atomic(table, "\n".join([",".join(columns), *lines]) + "\n")
     return [*written, table]
