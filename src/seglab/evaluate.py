@@ -48,7 +48,7 @@ def evaluate_run(run: Run, precision: Precision | None = None,
     refs = {ref.case_id: ref for ref in dataset.cases}
     model = load_model(run, precision)
     if plan.task == "instance":
-        return _evaluate_objects(run, model, [load_case(dataset, refs[i]) for i in test_ids],
+        return _evaluate_objects(run, model, (load_case(dataset, refs[i]) for i in test_ids),
                                  precision)
 
     def outputs() -> Iterator[Outputs]:
@@ -61,7 +61,8 @@ def evaluate_run(run: Run, precision: Precision | None = None,
     return next(iter(summaries.values()))
 
 
-def _evaluate_objects(run: Run, model, cases: list[Case], precision: Precision) -> dict[str, Any]:
+def _evaluate_objects(run: Run, model, cases: Iterable[Case],
+                      precision: Precision) -> dict[str, Any]:
     """An instance run's test cases: object-id masks into RUN/predictions/test; per case the class
     metrics of the objects' class map (the rim class is the network's, not the data's) and the
     object scores (`seglab.metrics.instances`), into RUN/evaluation."""

@@ -113,8 +113,9 @@ def predict_objects(model: torch.nn.Module, case: Case, plan: Plan, precision: P
     if case.roi is not None:
         probs[:, ~case.roi] = 0
         probs[0, ~case.roi] = 1
-    return instance_split.split_objects(probs, plan.instances["rim_class"], split["seed_threshold"],
-                         split["mask_threshold"], split["min_seed"])
+    return instance_split.split_objects(probs, plan.instances["rim_class"],
+                                        split["seed_threshold"], split["mask_threshold"],
+                                        split["min_seed"])
 
 
 def instance_split_settings(run: Run) -> dict[str, Any]:

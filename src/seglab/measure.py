@@ -18,7 +18,8 @@ from scipy import ndimage
 
 
 def object_rows(ids: np.ndarray, classes: dict[int, int], class_names: list[str],
-                spacing: tuple[float, ...], affine: np.ndarray | None = None) -> list[dict[str, Any]]:
+                spacing: tuple[float, ...],
+                affine: np.ndarray | None = None) -> list[dict[str, Any]]:
     """One dict per object of `ids` (0 = none), in id order: id, class, voxels, size, equivalent
     diameter, centroid (voxel and world), bounding box."""
     object_ids = sorted(classes)

@@ -199,7 +199,7 @@ def find_cityscapes(root: Path) -> Dataset | None:
             continue
         prefix = image.name.removesuffix("_leftImg8bit.png")
         folder = labels / split / city
-        files = [folder / f"{prefix}_gtFine_instanceIds.png", folder / f"{prefix}_gtFine_labelIds.png"]
+        files = [folder / f"{prefix}_gtFine_{kind}.png" for kind in ("instanceIds", "labelIds")]
         for file in files:
             if not file.is_file():
                 raise SeglabError(f"{image}: its label file {file} is missing")
