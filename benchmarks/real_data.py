@@ -9,14 +9,14 @@ For each dataset, in the same run of this script:
      predicted and scored by seglab itself (RUN/evaluation/metrics.json);
   2. the reference, `benchmarks/reference_unet.py` (a plain PyTorch U-Net), trained for the same
      minutes on the same split (the seglab run's split.json), its test predictions scored by the
-     same code (`seglab.metrics`: evaluate_case, summarize, roc_auc_classes);
-  3. with --tuned, a second seglab row with the hand-tuned overrides that the section states.
+     same code (`seglab.metrics`: evaluate_case, summarize, roc_auc_classes).
+No plan field is set for seglab but the budget: its row measures the defaults users get.
 Each result is written into BENCHMARKS.md (the dataset's own section) with a plot of validation
 Dice against training minutes (benchmarks/figures/real_data_NAME.png).
 
 Training time counts the optimisation steps (and the patch sampling between them) only:
 validation and the final prediction of the test split come on top (the wall time is given too).
-Runs live in WORKDIR/NAME/{seglab,seglab-tuned,reference}; --seglab-only and --reference-only
+Runs live in WORKDIR/NAME/{seglab,reference}; --seglab-only and --reference-only
 redo one side and keep the other (the reference reads the split of WORKDIR/NAME/seglab).
 """
 
@@ -42,10 +42,6 @@ from seglab.metrics import add_roc_auc, evaluate_case, roc_auc_classes, summariz
 from seglab.run import Run
 
 FIGURES = ROOT / "benchmarks" / "figures"
-# The hand-tuned settings of earlier versions of this benchmark (--tuned): batch 2 (more updates
-# per CPU-second than larger batches), epochs of 100 steps, 10% of the training cases validate,
-# and epochs enough that the time budget binds.
-COMMON = {"batch_size": 2, "epochs": 1000, "iterations_per_epoch": 100, "split.val_fraction": 0.1}
 
 
 def _nan(value: Any) -> bool:
@@ -118,8 +114,6 @@ BENCHMARKS = {
         "scored": "F1 = Dice of the vessel class inside the field of view that seglab derives from "
                   "each image; ROC AUC of the vessel probabilities inside the FOV, all test "
                   "pixels ranked together (pooled); Se = recall, Acc = pixel accuracy (pooled)",
-        "tuned": {**COMMON, "patch_size": [256, 256], "model.widths": [16, 32, 64, 128, 256],
-                  "model.kernels": [[3, 3]] * 5, "model.strides": [[2, 2]] * 4},
         "published": "U-Net (as re-run) F1 0.7783 / AUC 0.9772, LadderNet 0.8031 / 0.9839, "
                      "IterNet 0.8073 / 0.9851 (J. Healthc. Eng. 2022, 'Multiscale U-Net with "
                      "Spatial Positional Attention', Table 5; protocols vary)",
@@ -130,7 +124,6 @@ BENCHMARKS = {
         "figures": hippocampus_figures,
         "scored": "Dice per foreground class (anterior, posterior), mean ± std over the test "
                   "volumes; the mean over both classes",
-        "tuned": dict(COMMON),
         "published": "nnU-Net 5-fold CV on the 260 training cases: anterior ~0.90, posterior "
                      "~0.89 (Isensee et al. 2018, arXiv:1809.10486; not re-verified)",
     },
@@ -144,7 +137,6 @@ BENCHMARKS = {
                   "counted: IoU of each of the 11 classes (sky, class 0, included) and their mean; "
                   "global pixel accuracy; class-average accuracy. The validation curve is seglab's "
                   "validation Dice, which leaves class 0 (sky) out as 'background'",
-        "tuned": None,
         "published": "SegNet mIoU 60.1, class avg. acc. 71.2, global acc. 90.4 on the 233-image "
                      "CamVid test set with all 367 training images (Badrinarayanan et al., TPAMI "
                      "2017; not re-verified); here the test set is withheld, half the training "
@@ -156,8 +148,6 @@ BENCHMARKS = {
         "figures": isbi_figures,
         "scored": "Dice of the membrane class (class 1; the stored label 0 is membrane, see "
                   "examples/isbi2012.yaml), mean ± std over the 5 test slices and pooled",
-        "tuned": {"batch_size": 2, "patch_size": [256, 256], "epochs": 1000,
-                  "iterations_per_epoch": 50},  # the settings of model_zoo.py compare
         "published": "U-Net on the ISBI 2012 challenge's own hidden test set, warping error "
                      "0.000353, Rand error 0.0382 (Ronneberger et al. 2015, Table 1); pixel-wise "
                      "Dice on a held-out part of the training stack is not reported there",
@@ -261,15 +251,12 @@ def plot(title: str, rows: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def section(name: str, root: Path, minutes: float, tuned: bool, figure: Path) -> str:
+def section(name: str, root: Path, minutes: float, figure: Path) -> str:
     spec = BENCHMARKS[name]
     rows: dict[str, dict] = {}
     seglab = seglab_row(root / "seglab")
     if seglab:
         rows["seglab (defaults)"] = seglab
-    tuned_row = seglab_row(root / "seglab-tuned") if tuned else None
-    if tuned_row:
-        rows["seglab (tuned)"] = tuned_row
     reference = reference_row(root / "reference")
     notes = []
     if reference and seglab and reference["split"] != seglab["split"]:
@@ -296,11 +283,10 @@ def section(name: str, root: Path, minutes: float, tuned: bool, figure: Path) ->
         table += [f"| {label} | " + " | ".join(num(v) for v in values.values()) + " |"
                   for label, values in per_class.items()]
     split = next(iter(rows.values()))["split"]
-    flags = " --tuned" if tuned else ""
     lines = [
         f"### {spec['title']}",
         "",
-        f"- command: `uv run python benchmarks/real_data.py {name} --minutes {minutes:g}{flags}`",
+        f"- command: `uv run python benchmarks/real_data.py {name} --minutes {minutes:g}`",
         f"- machine: {machine()}",
         f"- split: {len(split['train'])} train, {len(split['val'])} validation, "
         f"{len(split['test'])} test cases (the seglab run's split.json, used by every row)",
@@ -308,10 +294,6 @@ def section(name: str, root: Path, minutes: float, tuned: bool, figure: Path) ->
     if seglab:
         lines.append("- seglab (defaults): the plan seglab's planner makes; the only override is "
                      f"`{json.dumps(seglab['overrides'])}`")
-    if tuned_row:
-        lines.append(f"- seglab (tuned): overrides `{json.dumps(tuned_row['overrides'])}`: the "
-                     "hand-set plan of this benchmark's earlier versions, kept beside the defaults "
-                     "to show what the planner gains or loses against it")
     if reference:
         lines.append("- reference U-Net: `benchmarks/reference_unet.py`, a plain PyTorch U-Net "
                      "(BatchNorm in 2D, InstanceNorm in 3D), Adam 1e-3, Dice + CE, random patches "
@@ -337,8 +319,6 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None,
                         help="training minutes per run (default 30; 0.3 with --quick)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "benchmarks" / "real_data")
-    parser.add_argument("--tuned", action="store_true",
-                        help="also seglab with the hand-tuned overrides (where a dataset has them)")
     side = parser.add_mutually_exclusive_group()
     side.add_argument("--seglab-only", action="store_true",
                       help="train seglab only; keep the reference runs of WORKDIR")
@@ -353,9 +333,6 @@ def main() -> None:
         spec, root = BENCHMARKS[name], args.workdir / name
         if not args.reference_only:
             train_seglab(spec["data"], root / "seglab", {"time_budget_minutes": minutes})
-            if args.tuned and spec["tuned"]:
-                train_seglab(spec["data"], root / "seglab-tuned",
-                             {**spec["tuned"], "time_budget_minutes": minutes})
         if not args.seglab_only:
             split_file = root / "seglab" / "split.json"
             if not split_file.is_file():
@@ -364,7 +341,7 @@ def main() -> None:
             train_reference(spec["data"], root / "reference", json.loads(split_file.read_text()),
                             minutes)
         figure = root / "validation_dice.png" if args.quick else FIGURES / f"real_data_{name}.png"
-        text = section(name, root, minutes, args.tuned, figure)
+        text = section(name, root, minutes, figure)
         if not args.quick:
             write_section("real_data", name, text)
         print(text)

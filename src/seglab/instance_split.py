@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from seglab.data.instances import Instances
+from seglab.data.instances import Instances, renumbered
 from seglab.metrics.instances import dsb_score, iou_matrix
 
 SEED_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -43,15 +43,8 @@ def split_objects(probs: np.ndarray, boundary_class: int, seed_threshold: float,
     if count:
         sizes = np.bincount(seeds.ravel())
         seeds[sizes[seeds] < min_seed] = 0
-    ids = watershed(-interior, seeds, mask=mask & _reached(seeds, mask))
+    ids = watershed(-interior, seeds, mask=mask)  # mask regions without a seed stay 0
     return _classified(ids.astype(np.int64), objects)
-
-
-def _reached(seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The parts of the mask connected to a seed (a region without one stays background)."""
-    labels, _ = ndimage.label(mask)
-    seeded = np.unique(labels[seeds > 0])
-    return np.isin(labels, seeded[seeded > 0])
 
 
 def _classified(ids: np.ndarray, objects: np.ndarray) -> Instances:
@@ -60,10 +53,7 @@ def _classified(ids: np.ndarray, objects: np.ndarray) -> Instances:
     if not object_ids:
         return Instances(ids.astype(np.int32), {})
     sums = np.stack([ndimage.sum(p, ids, object_ids) for p in objects], axis=1)
-    classes = {k: int(np.argmax(row)) + 1 for k, row in zip(object_ids, np.atleast_2d(sums))}
-    lookup = np.zeros(int(ids.max()) + 1, np.int32)
-    lookup[object_ids] = np.arange(1, len(object_ids) + 1)
-    return Instances(lookup[ids], {lookup[k]: c for k, c in classes.items()})
+    return renumbered(ids, {k: int(np.argmax(row)) + 1 for k, row in zip(object_ids, sums)})
 
 
 def choose(probabilities: Sequence[np.ndarray], references: Sequence[Instances],

@@ -18,6 +18,7 @@ from pycocotools import mask as coco_mask
 from scipy import ndimage
 from skimage.draw import ellipse, polygon
 
+from seglab.data.instances import Instances
 from seglab.data.io import atomic_path, write_text_atomic
 
 CLASSES = ["background", "cell", "crystal"]
@@ -26,10 +27,7 @@ CLASSES = ["background", "cell", "crystal"]
 def generate_image(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """One (uint8 image, uint8 label) pair."""
     image, ids, classes = generate_objects(rng, size)
-    lookup = np.zeros(ids.max() + 1, np.uint8)
-    for object_id, kind in classes.items():
-        lookup[object_id] = kind
-    return image, lookup[ids]
+    return image, Instances(ids, classes).semantic()
 
 
 def generate_objects(rng: np.random.Generator, size: int = 128
@@ -101,10 +99,9 @@ def generate_instance_demo_dataset(out: Path, n_images: int = 64, size: int = 12
                                 for name in ("train", "val")}
     for index in range(n_images):
         image, ids, classes = generate_objects(rng, size)
-        subset = subsets["val" if index % 4 == 3 else "train"]
-        name = f"demo_{index:03d}.png"
-        target = out / ("val" if index % 4 == 3 else "train") / name
-        target.parent.mkdir(parents=True, exist_ok=True)
+        subset_name = "val" if index % 4 == 3 else "train"
+        subset, name = subsets[subset_name], f"demo_{index:03d}.png"
+        target = out / subset_name / name
         with atomic_path(target) as temporary:
             Image.fromarray(image).save(temporary, format="PNG")
         subset["images"].append({"id": index + 1, "file_name": name, "height": size, "width": size})

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +49,13 @@ CITYSCAPES_THINGS = {24, 25, 26, 27, 28, 29, 30, 31, 32, 33}
 
 @dataclass
 class CocoFile:
-    """One COCO instances file: its images, annotations per image and category -> class."""
+    """One COCO instances file: its images, annotations per image and categories (by id)."""
 
-    path: Path
     images: list[dict[str, Any]]
     annotations: dict[int, list[dict[str, Any]]]
     categories: list[dict[str, Any]]
 
-    @property
+    @cached_property
     def category_to_class(self) -> dict[int, int]:
         return {c["id"]: k + 1 for k, c in enumerate(self.categories)}
 
@@ -83,7 +82,7 @@ def _parsed(path: Path, mtime: int) -> CocoFile:
             raise SeglabError(f"{path}: annotation {annotation.get('id')} has no segmentation "
                               "(a detection-only file?)")
         by_image.setdefault(annotation["image_id"], []).append(annotation)
-    return CocoFile(path, images, by_image, categories)
+    return CocoFile(images, by_image, categories)
 
 
 def find_coco(root: Path) -> Dataset | None:
@@ -181,10 +180,10 @@ def find_voc(root: Path) -> Dataset | None:
                              relpath=image.relative_to(root).as_posix(),
                              objects="voc" if instance else None))
     val = root / "ImageSets" / "Segmentation" / "val.txt"
-    test = val.read_text().split() if val.is_file() else []
+    listed = set(val.read_text().split()) if val.is_file() else set()
+    test = [c.case_id for c in cases if c.case_id in listed]
     return Dataset(root.name, root.resolve(), "Pascal VOC", cases, classes=list(VOC_CLASSES),
-                   ignore_label=IGNORE_INDEX, split=_test_split(
-                       [c.case_id for c in cases if c.case_id in set(test)], cases),
+                   ignore_label=IGNORE_INDEX, split=_test_split(test, cases),
                    source=str(root.resolve()), task="instance" if instance else "semantic")
 
 

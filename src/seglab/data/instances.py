@@ -82,12 +82,13 @@ def paint(masks: Sequence[np.ndarray], classes: Sequence[int], shape: tuple[int,
         ids[masks[k].astype(bool)] = k + 1
     present = set(np.unique(ids)) - {0}
     kept = {k + 1: int(classes[k]) for k in range(len(masks)) if k + 1 in present}
-    return _renumbered(ids, kept, ignore)
+    return renumbered(ids, kept, ignore)
 
 
-def _renumbered(ids: np.ndarray, classes: dict[int, int],
-                ignore: np.ndarray | None) -> Instances:
-    """The same objects with ids 1..N in order of their old ids."""
+def renumbered(ids: np.ndarray, classes: dict[int, int],
+               ignore: np.ndarray | None = None) -> Instances:
+    """The objects of `classes` (old id -> class) with ids 1..N in order of their old ids; other
+    ids of `ids` become 0."""
     old = np.array(sorted(classes), dtype=np.int64)
     lookup = np.zeros(int(ids.max(initial=0)) + 1, np.int32)
     lookup[old] = np.arange(1, len(old) + 1)
@@ -106,7 +107,7 @@ def from_id_image(ids: np.ndarray, semantic: np.ndarray | None = None) -> Instan
         classes = dict.fromkeys(object_ids, 1)
     else:
         classes = _majority_class(ids, semantic, object_ids)
-    return _renumbered(ids.astype(np.int64), classes, None)
+    return renumbered(ids.astype(np.int64), classes, None)
 
 
 def _majority_class(ids: np.ndarray, semantic: np.ndarray, object_ids: list[int]
@@ -227,7 +228,7 @@ def from_cityscapes(instance_ids: np.ndarray, label_ids: np.ndarray,
     lookup = np.full(max(256, int(np.max(label_ids, initial=0)) + 1), IGNORE_INDEX, np.uint8)
     for label_id, class_index in label_to_class.items():
         lookup[label_id] = class_index
-    instances = _renumbered(np.where(is_object, values, 0), classes,
+    instances = renumbered(np.where(is_object, values, 0), classes,
                             ignore if ignore.any() else None)
     instances.stuff = lookup[np.asarray(label_ids).astype(np.int64)]
     return instances

@@ -49,10 +49,8 @@ def load_case(dataset: Dataset, ref: CaseRef, with_label: bool = True) -> Case:
 
 
 def read_case_label(dataset: Dataset, ref: CaseRef, shape: tuple[int, ...]) -> np.ndarray:
-    """The case's label as class indices (uint8; IGNORE_INDEX where not scored); for an instance
-    dataset, the class of each object's pixels."""
-    if ref.objects:
-        return read_case_instances(ref, shape).semantic()
+    """The case's label image as class indices (uint8; IGNORE_INDEX where not scored). Instance
+    datasets' labels come from their objects (`read_case_instances`)."""
     path = ref.labels[0]
     if not path.exists():
         raise SeglabError(f"{path}: label file missing for case {ref.case_id!r}")
