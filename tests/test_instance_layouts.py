@@ -60,11 +60,16 @@ def test_a_coco_folder_gives_objects_classes_crowds_and_its_val_subset_as_test(
     assert empty.instances.count == 0 and not empty.label.any()
     fingerprint = inspect_dataset(dataset)
     assert fingerprint.classes == dataset.classes and fingerprint.task == "instance"
-    assert fingerprint.objects == {"total": 2, "per_class": [0, 1, 1],
-                                   "per_case": {"min": 0, "median": 0.0, "max": 2}}
+    objects = dict(fingerprint.objects)
+    diameter = objects.pop("diameter")
+    assert objects == {"total": 2, "per_class": [0, 1, 1],
+                       "per_case": {"min": 0, "median": 0.0, "max": 2}}
+    sizes = np.bincount(case.instances.ids.ravel())[1:]  # the two squares' pixels
+    assert diameter["median"] == pytest.approx(np.mean(np.sqrt(4 * sizes / np.pi)))
     summary = format_fingerprint(fingerprint)
     assert "objects   2 in all; per case min 0 median 0 max 2" in summary
     assert "per class person 1, dog 1" in summary
+    assert f"diameter  {diameter['p10']:.1f} / {diameter['median']:.1f}" in summary
 
 
 def test_a_coco_file_whose_image_is_missing_is_named(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pycocotools import mask as coco_mask
 
 from seglab import api
 from seglab.data.io import read_label
@@ -55,10 +56,14 @@ def test_an_instance_run_chooses_its_thresholds_and_scores_objects(tmp_path: Pat
                           tmp_path / "pred")
     ids = read_label(tmp_path / "pred" / "c00.png")
     rows = (tmp_path / "pred" / "objects.csv").read_text().splitlines()
-    assert rows[0].startswith("case,object,class,voxels,area_mm2,equivalent_diameter_mm,")
+    assert rows[0].startswith("case,object,class,score,voxels,area_mm2,equivalent_diameter_mm,")
     assert len(rows) - 1 == len(np.unique(ids)) - 1
-    assert all(row.split(",")[2] == "nucleus" for row in rows[1:])
-    assert len(written) == 2
+    assert all(row.split(",")[2] == "nucleus" and 0 < float(row.split(",")[3]) <= 1
+               for row in rows[1:])
+    results = json.loads((tmp_path / "pred" / "objects.json").read_text())
+    assert len(results) == len(rows) - 1 and {r["image_id"] for r in results} == {"c00"}
+    assert all(coco_mask.area(r["segmentation"]) == r["area"] > 0 for r in results)
+    assert len(written) == 3
 
 
 def test_an_instance_dataset_trains_semantically_when_asked(tmp_path: Path) -> None:

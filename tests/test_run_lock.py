@@ -54,3 +54,20 @@ def test_a_second_resume_of_a_run_in_training_exits_2_and_one_after_kill_9_proce
     assert third.returncode == 0, third.stderr
     epochs = [record["epoch"] for record in Run.open(out).log()]
     assert epochs == list(range(1, done + 2)) and len(epochs) >= epochs_before
+
+
+def test_a_run_created_at_the_same_moment_by_another_process_is_refused_cleanly(
+        tmp_path: Path) -> None:
+    from seglab.data.inspect import Fingerprint
+    from seglab.run_setup import write_new_run
+    from tests.conftest import small_plan
+
+    plan, fingerprint = small_plan((8, 8)), Fingerprint.__new__(Fingerprint)
+    fingerprint.to_dict = lambda: {}
+    out = tmp_path / "run"
+    out.mkdir()  # an empty folder is taken
+    write_new_run(out, tmp_path, fingerprint, plan, {"train": ["a"]})
+    with pytest.raises(SeglabError, match="another process created a run there"):
+        write_new_run(out, tmp_path, fingerprint, plan, {"train": ["b"]})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left
+    assert Run(out).read_json("split.json") == {"train": ["a"]}

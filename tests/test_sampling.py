@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from seglab.preprocess import Prepared
-from seglab.train.sampling import PatchSampler, augment_intensity, spatial_matrix
+from seglab.train.sampling import (PatchSampler, augment_intensity, elastic_displacement,
+                                   spatial_matrix)
 from tests.conftest import NO_AUGMENTATION, small_plan
 
 def _case(shape, foreground_at) -> Prepared:
@@ -51,6 +52,30 @@ def test_rotation_matrix_is_orthonormal_and_scaling_divides_it() -> None:
                         scale_probability=1.0, scale_range=[2.0, 2.0])
     matrix = spatial_matrix(augmentation, 3, np.random.default_rng(1))
     assert np.allclose(matrix @ matrix.T, np.eye(3) / 4, atol=1e-6)
+
+
+def test_elastic_displacement_is_smooth_bounded_and_zero_at_zero_magnitude() -> None:
+    augmentation = dict(NO_AUGMENTATION, elastic_spacing=16, elastic_magnitude=3.0)
+    field = elastic_displacement(augmentation, [64, 48], np.random.default_rng(0))
+    assert field.shape == (64 * 48, 2)
+    grid = field.reshape(64, 48, 2)
+    assert 1.0 < float(grid.std()) < 6.0  # displaced by about the magnitude
+    assert float((grid[1:] - grid[:-1]).abs().max()) < 1.0  # neighbours move together
+    still = elastic_displacement(dict(augmentation, elastic_magnitude=0.0), [8, 8, 8],
+                                 np.random.default_rng(0))
+    assert still.shape == (512, 3) and float(still.abs().max()) == 0.0
+
+
+def test_elastic_deformation_moves_labels_with_their_image() -> None:
+    image = np.zeros((1, 48, 48), np.float32)
+    image[0, 20:28, 10:40] = 1.0
+    case = Prepared("c", image, (image[0] > 0).astype(np.uint8), None, (48, 48))
+    plan = small_plan((48, 48))
+    plan.augmentation = dict(NO_AUGMENTATION, elastic_probability=1.0, elastic_spacing=16,
+                             elastic_magnitude=4.0)
+    images, labels = PatchSampler([case], plan, np.random.default_rng(0)).batch()
+    assert not torch.equal(labels[0], torch.from_numpy(case.label).long())
+    assert float(((images[:, 0] > 0.5) == (labels > 0)).float().mean()) > 0.97
 
 
 def test_intensity_augmentation_with_zero_probabilities_changes_nothing() -> None:

@@ -13,6 +13,9 @@ process, and tabulated side by side (accuracy on the test split, time, memory, s
 A model's process may raise, run out of memory or be killed: its row then states why, and the other
 models carry on. The tables are rewritten after every model, so they show the progress so far.
 
+On instance data, the instance methods (`seglab.plan_instances`: rim_watershed, mask_rcnn) are
+named as models are; their rows add the DSB score and object F1 at IoU 0.5.
+
 Classical methods (`seglab.classical`) may be named beside the models: each is fitted on a few of
 the same training cases in its own process (the fitting time is its training time), scored on the
 same test split, timed the same way; its row's `params` holds the parameters it was fitted to.
@@ -42,8 +45,10 @@ from seglab.data.loading import load_case
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.evaluate import EVALUATION, Steps, evaluate_run
-from seglab.infer import choose_postprocessing, load_model, predict_case
+from seglab.infer import (choose_postprocessing, instance_split_settings, load_model,
+                          predict_case, predict_objects)
 from seglab.plan import Plan, make_plan
+from seglab.plan_instances import METHODS as INSTANCE_METHODS
 from seglab.report.compare_page import format_csv, format_markdown, render_html
 from seglab.report.run_page import write_report
 from seglab.run import Run
@@ -101,7 +106,7 @@ def _check_names(names: list[str]) -> list[str]:
     if not names:
         raise SeglabError("--models: name at least one model, e.g. --models unet,fcn")
     for name in names:
-        if classical.is_method(name):
+        if classical.is_method(name) or name in INSTANCE_METHODS:
             continue
         try:
             models.entry(name)
@@ -170,7 +175,8 @@ def _compare_one(name: str, path: Path, fingerprint: Fingerprint, split: dict[st
         return _rows(name, path, done)
     if path.exists():
         shutil.rmtree(path)  # unfinished or failed earlier: trained afresh, measured afresh
-    dims = (classical.entry(name) if classical.is_method(name) else models.entry(name)).dims
+    dims = (INSTANCE_METHODS[name] if name in INSTANCE_METHODS else classical.entry(name).dims
+            if classical.is_method(name) else models.entry(name).dims)
     if fingerprint.dims not in dims:
         supported = " and ".join(f"{d}D" for d in dims)
         return [_row(name, None, {"status": "skipped",
@@ -192,7 +198,11 @@ def _plan(name: str, fingerprint: Fingerprint, split: dict[str, list[str]],
           overrides: dict[str, Any], policy: Precision) -> Plan:
     """A model's plan (with a time budget, fitted to it on this machine as `seglab train` fits
     it); a classical method's is the plan without the model overrides, its `model` naming the
-    method and its parameters (the method's own defaults, refined when fitted)."""
+    method and its parameters (the method's own defaults, refined when fitted). An instance
+    method (`seglab.plan_instances`) is the plan of that method for the instance data."""
+    if name in INSTANCE_METHODS:
+        return plan_for(fingerprint, {**overrides, "instances.method": name,
+                                      "split.fixed": split}, policy)
     if not classical.is_method(name):
         return plan_for(fingerprint, {**overrides, "model.name": name, "split.fixed": split},
                         policy)
@@ -309,8 +319,11 @@ def _inference_speed(run: Run, policy: Precision,
     speeds = []
     for steps in variants:
         started = time.perf_counter()
-        for case in cases:
-            predict_case(model, case, plan, policy, steps)  # arrays on the CPU: synchronised
+        for case in cases:  # arrays on the CPU: synchronised
+            if plan.task == "instance":
+                predict_objects(model, case, plan, policy, instance_split_settings(run))
+            else:
+                predict_case(model, case, plan, policy, steps)
         speeds.append(len(cases) / (time.perf_counter() - started))
     return speeds, sum(p.numel() for p in model.parameters())
 
@@ -361,6 +374,8 @@ def _row(name: str, path: Path | None, measured: dict[str, Any],
     summary = run.read_json(f"{folder}/metrics.json")["summary"]
     stats = {metric: summary["mean"][metric] for metric in METRICS}
     stats["pixel_accuracy"] = summary["pixel_accuracy"]
+    if objects := summary.get("objects"):
+        stats.update(dsb_score=objects["dsb_score"], object_f1=objects["f1"])
     for metric, values in stats.items():
         row[f"{metric}_mean"], row[f"{metric}_std"] = values["mean"], values["std"]
     pooled = [c["pooled"] for c in summary.get("roc_auc", {}).values() if c["pooled"] is not None]

@@ -68,7 +68,7 @@ def _evaluate_objects(run: Run, model, cases: Iterable[Case],
     object scores (`seglab.metrics.instances`), into RUN/evaluation."""
     plan = run.plan()
     split = instance_split_settings(run)
-    classes = plan.classes[:plan.instances["rim_class"]]
+    classes = plan.data_classes
     per_case = []
     for case in cases:
         found = predict_objects(model, case, plan, precision, split)

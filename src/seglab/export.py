@@ -104,6 +104,9 @@ def export_onnx(run: Run, out: Path | None = None, quantize: str | None = None) 
     quantize="int8", also its int8 copy beside it (`quantize_int8`). An int8 copy left there by
     an earlier export is removed either way: it was made from the model.onnx just replaced."""
     check_quantize(quantize)
+    if run.plan().model["name"] == "mask_rcnn":
+        raise SeglabError(f"{run.path}: a Mask R-CNN run is predicted with PyTorch (`seglab "
+                          "predict`); its ONNX export is not supported")
     out = out or run.path / DEFAULT_FILE
     # The cases first: a run whose dataset has gone fails before anything is written.
     cases = quantization_cases(run) if quantize else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
+from pycocotools import mask as coco_mask
 
 from seglab import instance_split, measure, models, postprocess
+from seglab.models.mask_rcnn import build_mask_rcnn, objects_from_detections
 from seglab.case import Case
-from seglab.data.instances import Instances
+from seglab.data.instances import Instances, renumbered
 from seglab.data.io import (IMAGE_SUFFIXES, output_folder, read_image, read_label, suffix_of,
                             write_mask, write_probabilities, write_text_atomic)
 from seglab.data.layouts import IGNORE_INDEX, Dataset
@@ -33,6 +36,8 @@ INSTANCE_SPLIT_FILE = "instance_split.json"  # the watershed thresholds of an in
 
 def build_model(plan: Plan) -> torch.nn.Module:
     options = {k: v for k, v in plan.model.items() if k != "name"}
+    if plan.model["name"] == "mask_rcnn":
+        return build_mask_rcnn(plan.in_channels, plan.n_classes, **options)
     return models.create(plan.model["name"], plan.dims, plan.in_channels, plan.n_classes, **options)
 
 
@@ -107,8 +112,19 @@ def predict_case(model: torch.nn.Module, case: Case, plan: Plan, precision: Prec
 
 def predict_objects(model: torch.nn.Module, case: Case, plan: Plan, precision: Precision,
                     split: dict[str, Any]) -> Instances:
-    """An instance plan's objects in the case's own grid: its probabilities split by seeded
-    watershed with the thresholds of `split` (RUN/instance_split.json); none outside the ROI."""
+    """An instance plan's objects in the case's own grid, with the thresholds of `split`
+    (RUN/instance_split.json): Mask R-CNN's detections, or the network's probabilities split by
+    seeded watershed; none outside the ROI."""
+    if plan.instances["method"] == "mask_rcnn":
+        found = objects_from_detections(detections(model, prepare_case(case, plan).image,
+                                                   precision), split["score_threshold"],
+                                        split["mask_threshold"])
+        ids = resize(found.ids[None], case.shape, "nearest")[0].astype(np.int32)
+        if case.roi is not None:
+            ids[~case.roi] = 0
+        present = set(np.unique(ids).tolist())
+        return renumbered(ids, {k: c for k, c in found.classes.items() if k in present},
+                          scores=found.scores)
     _, probs = predict_case(model, case, plan, precision)
     if case.roi is not None:
         probs[:, ~case.roi] = 0
@@ -118,26 +134,49 @@ def predict_objects(model: torch.nn.Module, case: Case, plan: Plan, precision: P
                                         split["min_seed"])
 
 
+@torch.no_grad()
+def detections(model: torch.nn.Module, image: np.ndarray,
+               precision: Precision) -> dict[str, torch.Tensor]:
+    """Mask R-CNN's output for one prepared (C, *spatial) image: boxes, labels, scores and mask
+    probabilities (N, 1, *spatial), on the CPU."""
+    model.eval()
+    tensor = precision.to_device(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)))
+    with precision.autocast():
+        found = model([tensor])[0]
+    return {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in found.items()}
+
+
 def instance_split_settings(run: Run) -> dict[str, Any]:
-    """The thresholds chosen for the run on its validation cases (the defaults before that)."""
+    """The thresholds chosen for the run on its validation cases (the plan's, or the watershed's
+    defaults, before that)."""
     path = run.path / INSTANCE_SPLIT_FILE
-    return run.read_json(INSTANCE_SPLIT_FILE) if path.is_file() else dict(instance_split.DEFAULTS)
+    if path.is_file():
+        return run.read_json(INSTANCE_SPLIT_FILE)
+    instances = run.plan().instances
+    return dict(instances) if instances["method"] == "mask_rcnn" else dict(instance_split.DEFAULTS)
 
 
 def choose_instance_split(run: Run, precision: Precision) -> dict[str, Any]:
-    """Predicts the validation cases with the best model and chooses the watershed thresholds
-    that give them the best mean DSB score (`seglab.instance_split.choose`); writes
-    RUN/instance_split.json."""
+    """Predicts the validation cases with the best model and chooses the thresholds that give
+    them the best mean DSB score: Mask R-CNN's score threshold, or the watershed's seed and mask
+    thresholds (`seglab.instance_split.choose`); writes RUN/instance_split.json."""
     plan = run.plan()
     dataset = open_dataset(run)
     refs = {ref.case_id: ref for ref in dataset.cases}
     model = load_model(run, precision)
-    probabilities, references = [], []
+    outputs, references = [], []
     for case_id in run.read_json("split.json")["val"]:
         case = load_case(dataset, refs[case_id])
-        probabilities.append(predict_case(model, case, plan, precision)[1])
         references.append(case.instances)
-    report = instance_split.choose(probabilities, references, plan.instances["rim_class"])
+        if plan.instances["method"] == "mask_rcnn":
+            outputs.append(detections(model, prepare_case(case, plan).image, precision))
+        else:
+            outputs.append(predict_case(model, case, plan, precision)[1])
+    if plan.instances["method"] == "mask_rcnn":
+        report = instance_split.choose_score_threshold(outputs, references,
+                                                       plan.instances["mask_threshold"])
+    else:
+        report = instance_split.choose(outputs, references, plan.instances["rim_class"])
     run.write_json(INSTANCE_SPLIT_FILE, report)
     return report
 
@@ -320,15 +359,36 @@ def write_objects(model: torch.nn.Module, plan: Plan, cases: list[Case], out: Pa
     format and geometry, and one objects.csv row per object, measured in physical units
     (`seglab.measure`: size, equivalent diameter, centroid, bounding box)."""
     output_folder(out)
-    written, lines, header = [], [], None
+    written, lines, header, results = [], [], None, []
     for case in cases:
         found = predict_objects(model, case, plan, precision, split)
         written.append(write_mask(found.ids, case, out))
         rows = measure.object_rows(found.ids, found.classes, plan.classes, case.spacing,
-                                   case.meta.get("affine"))
+                                   case.meta.get("affine"), found.scores)
         header = header or (["case", *rows[0]] if rows else None)
         lines += measure.csv_text(rows, case.case_id)
+        if plan.dims == 2:
+            results += coco_results(found, case.case_id)
     table = out / "objects.csv"
     columns = header or ["case", "object", "class", "voxels"]
     write_text_atomic(table, "\n".join([",".join(columns), *lines]) + "\n")
+    if plan.dims == 2:
+        coco = out / "objects.json"
+        write_text_atomic(coco, json.dumps(results) + "\n")
+        return [*written, table, coco]
     return [*written, table]
+
+
+def coco_results(found: Instances, image_id: str) -> list[dict[str, Any]]:
+    """2D objects in COCO's results format (what `COCO.loadRes` reads): image id, category (the
+    plan's class index), RLE mask, box (x, y, width, height), area and score."""
+    results = []
+    for object_id, class_index in found.classes.items():
+        mask = np.asfortranarray(found.ids == object_id)
+        rle = coco_mask.encode(mask.astype(np.uint8))
+        rle["counts"] = rle["counts"].decode("ascii")
+        results.append({"image_id": image_id, "category_id": int(class_index),
+                        "segmentation": rle, "bbox": [float(v) for v in coco_mask.toBbox(rle)],
+                        "area": float(coco_mask.area(rle)),
+                        "score": float((found.scores or {}).get(object_id, 1.0))})
+    return results

@@ -10,7 +10,8 @@ stays low between touching objects, so:
   3. a watershed of the negated interior probability from the seeds, inside the mask, gives each
      object its pixels; each object takes the object class with the most probability over them.
 The two thresholds are chosen on the validation cases by the mean DSB score (`choose`), every
-trial recorded, as `seglab.postprocess` chooses its steps.
+trial recorded, as `seglab.postprocess` chooses its steps; so is Mask R-CNN's detection score
+threshold (`choose_score_threshold`), the other instance method's one free choice.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from skimage.segmentation import watershed
 
 from seglab.data.instances import Instances, renumbered
 from seglab.metrics.instances import dsb_score, iou_matrix
+from seglab.models.mask_rcnn import objects_from_detections
 
 SEED_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 MASK_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
@@ -48,12 +50,16 @@ def split_objects(probs: np.ndarray, boundary_class: int, seed_threshold: float,
 
 
 def _classified(ids: np.ndarray, objects: np.ndarray) -> Instances:
-    """Each object's class: the object class with the largest summed probability over it."""
+    """Each object's class: the object class with the largest summed probability over it; its
+    score: that class's mean probability over it."""
     object_ids = [int(v) for v in np.unique(ids) if v != 0]
     if not object_ids:
-        return Instances(ids.astype(np.int32), {})
+        return Instances(ids.astype(np.int32), {}, scores={})
     sums = np.stack([ndimage.sum(p, ids, object_ids) for p in objects], axis=1)
-    return renumbered(ids, {k: int(np.argmax(row)) + 1 for k, row in zip(object_ids, sums)})
+    sizes = ndimage.sum(np.ones_like(ids), ids, object_ids)
+    return renumbered(ids, {k: int(np.argmax(row)) + 1 for k, row in zip(object_ids, sums)},
+                      scores={k: float(row.max() / size)
+                              for k, row, size in zip(object_ids, sums, sizes)})
 
 
 def choose(probabilities: Sequence[np.ndarray], references: Sequence[Instances],
@@ -72,3 +78,23 @@ def choose(probabilities: Sequence[np.ndarray], references: Sequence[Instances],
     return {"seed_threshold": best["seed_threshold"], "mask_threshold": best["mask_threshold"],
             "min_seed": min_seed, "validation_dsb_score": best["validation_dsb_score"],
             "tried": trials}
+
+
+SCORE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def choose_score_threshold(outputs: Sequence[dict], references: Sequence[Instances],
+                           mask_threshold: float) -> dict[str, Any]:
+    """Mask R-CNN's detection score threshold with the best mean DSB score over the validation
+    cases (`outputs`: its detections per case), with every trial's score."""
+    trials = []
+    for threshold in SCORE_THRESHOLDS:
+        scores = [dsb_score(iou_matrix(objects_from_detections(found, threshold,
+                                                               mask_threshold).ids,
+                                       ref.ids, ref.ignore))
+                  for found, ref in zip(outputs, references)]
+        trials.append({"score_threshold": threshold,
+                       "validation_dsb_score": float(np.mean(scores)) if scores else 0.0})
+    best = max(trials, key=lambda t: t["validation_dsb_score"]) if outputs else {
+        "score_threshold": 0.5, "validation_dsb_score": None}
+    return {**best, "mask_threshold": mask_threshold, "tried": trials}

@@ -18,10 +18,10 @@ from scipy import ndimage
 
 
 def object_rows(ids: np.ndarray, classes: dict[int, int], class_names: list[str],
-                spacing: tuple[float, ...],
-                affine: np.ndarray | None = None) -> list[dict[str, Any]]:
-    """One dict per object of `ids` (0 = none), in id order: id, class, voxels, size, equivalent
-    diameter, centroid (voxel and world), bounding box."""
+                spacing: tuple[float, ...], affine: np.ndarray | None = None,
+                scores: dict[int, float] | None = None) -> list[dict[str, Any]]:
+    """One dict per object of `ids` (0 = none), in id order: id, class, (score,) voxels, size,
+    equivalent diameter, centroid (voxel and world), bounding box."""
     object_ids = sorted(classes)
     if not object_ids:
         return []
@@ -34,6 +34,7 @@ def object_rows(ids: np.ndarray, classes: dict[int, int], class_names: list[str]
         size = int(counts[object_id]) * voxel
         box = boxes[object_id - 1]
         row = {"object": object_id, "class": class_names[classes[object_id]],
+               **({"score": round(scores[object_id], 4)} if scores is not None else {}),
                "voxels": int(counts[object_id]), **_size(size, ids.ndim),
                "centroid_index": [round(float(c), 2) for c in centroid],
                "centroid_world": _world(centroid, spacing, affine),

@@ -24,6 +24,8 @@ from seglab.data.inspect import Fingerprint
 from seglab.data.io import write_text_atomic
 from seglab.errors import SeglabError
 from seglab.plan_check import LOSS_DEFAULTS, check_plan
+from seglab.plan_instances import (DETECTOR_BATCH, DETECTOR_OPTIMIZER, detector_model,
+                                   detector_patch, instance_method, instances_section)
 
 RIM_CLASS = "object_rim"  # the class an instance plan adds: each object's outer pixels
 MIN_FEATURE_SIZE = 4
@@ -81,8 +83,9 @@ class Plan:
     adversarial: dict[str, Any] = field(default_factory=lambda: dict(ADVERSARIAL_DEFAULTS))
     seed: int = 0
     notes: list[str] = field(default_factory=list)
-    # "instance": the network learns the object classes and, as its last class, each object's
-    # rim; objects come from its output by seeded watershed (`seglab.instance_split`).
+    # "instance": objects found by `instances.method` (`seglab.plan_instances`): the network
+    # learns the object classes and, as its last class, each object's rim, split into objects by
+    # seeded watershed (`seglab.instance_split`); or Mask R-CNN (`seglab.models.mask_rcnn`).
     task: str = "semantic"
     instances: dict[str, Any] | None = None
 
@@ -111,6 +114,14 @@ class Plan:
     def n_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def data_classes(self) -> list[str]:
+        """The dataset's classes: those of the network less the rim class that a rim-watershed
+        instance plan adds."""
+        if self.instances and self.instances["method"] == "rim_watershed":
+            return self.classes[:self.instances["rim_class"]]
+        return list(self.classes)
+
 
 def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
               memory_budget_voxels: int = 2**19, device: str = "cpu") -> Plan:
@@ -137,13 +148,22 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
     if task == "instance" and fp.task != "instance":
         raise SeglabError("task=instance: the dataset's labels give no objects (one mask file "
                           "per object, COCO or YOLO-seg)")
-    if "encoder" in model:  # timm encoders need multiples of their output stride
+    method, method_reason = instance_method(fp, overrides) if task == "instance" else (None, "")
+    optimizer = {**OPTIMIZER_DEFAULTS, **(PRETRAINED_OPTIMIZER if model.get("encoder_weights")
+                                          else {})}
+    inference = _inference(fp.dims, device)
+    if method == "mask_rcnn":  # its losses are its own (proposals, boxes, classes, masks)
+        model, family_reason = detector_model(fp), method_reason
+        patch, batch_size, optimizer = detector_patch(median_shape), DETECTOR_BATCH, dict(
+            DETECTOR_OPTIMIZER)
+        inference.update(mirror_axes=[], tta_reason="Mask R-CNN sees each whole image once")
+    elif "encoder" in model:  # timm encoders need multiples of their output stride
         patch = [int(max(ENCODER_STRIDE, round(p / ENCODER_STRIDE) * ENCODER_STRIDE))
                  for p in patch]
     plan = Plan(
         dims=fp.dims,
         in_channels=fp.channels,
-        classes=list(fp.classes) + ([RIM_CLASS] if task == "instance" else []),
+        classes=list(fp.classes) + ([RIM_CLASS] if method == "rim_watershed" else []),
         label_values=fp.label_values,
         ignore_label=fp.ignore_label,
         roi_rule=fp.roi_rule,
@@ -153,19 +173,17 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
         batch_size=batch_size,
         model=model,
         loss={"name": "dice_ce", **LOSS_DEFAULTS["dice_ce"]},
-        optimizer={**OPTIMIZER_DEFAULTS, **(PRETRAINED_OPTIMIZER if model.get("encoder_weights")
-                                            else {})},
+        optimizer=optimizer,
         epochs=50,
         iterations_per_epoch=50,
         time_budget_minutes=None,
         foreground_oversampling=0.33,
         augmentation=_augmentation(fp.dims, spacing_for_pooling),
-        inference=_inference(fp.dims, device),
+        inference=inference,
         split={"val_fraction": 0.15, "test_fraction": 0.2, "fixed": None, "folds": None},
-        planning={"model": family_reason},
+        planning={"model": family_reason, **({"instances": method_reason} if method else {})},
         task=task,
-        instances={"method": "rim_watershed", "rim_class": len(fp.classes)}
-        if task == "instance" else None,
+        instances=instances_section(method, len(fp.classes)) if method else None,
     )
     return apply_overrides(plan, overrides)
 
@@ -260,6 +278,10 @@ def _augmentation(dims: int, spacing: np.ndarray) -> dict[str, Any]:
         "brightness_probability": 0.15,
         "contrast_probability": 0.15,
         "gamma_probability": 0.3,
+        # Elastic deformation (the U-Net paper's): off unless the data asks for it.
+        "elastic_probability": 0.0,
+        "elastic_spacing": 32,
+        "elastic_magnitude": 3.0,
     }
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from seglab import models
 from seglab.data.inspect import Fingerprint
 from seglab.device import Precision
+from seglab.models.mask_rcnn import build_mask_rcnn
 from seglab.plan import ENCODER_STRIDE, Plan, pooling_topology
 
 TARGET_STEPS = 5000  # steps a budgeted run should take: enough for a U-Net to converge
@@ -55,11 +56,39 @@ def fit_to_budget(plan: Plan, fp: Fingerprint, overridden: set[str],
     if not plan.time_budget_minutes:
         return plan
     plan = copy.deepcopy(plan)
+    seconds = plan.time_budget_minutes * 60 * TRAINING_SHARE
+    if plan.model["name"] == "mask_rcnn":
+        candidates = [_timed_detector(plan, fp, precision)]
+        steps = int(seconds / candidates[0]["seconds_per_step"])
+        validation_seconds = _validation_cases(plan, fp) * candidates[0]["seconds_per_image"]
+        reason = ("Mask R-CNN keeps its planned crops and batch; the budget sets its steps "
+                  f"({candidates[0]['seconds_per_step']} s each here)")
+    else:
+        candidates, steps, validation_seconds, reason = _fit_network(plan, fp, overridden,
+                                                                     precision, seconds)
+    validations = int(np.clip(VALIDATION_SHARE * seconds / max(validation_seconds, 1e-9), 1,
+                              MAX_VALIDATIONS))
+    if "iterations_per_epoch" not in overridden:
+        plan.iterations_per_epoch = max(25, round(steps / validations))
+    if "epochs" not in overridden:  # the budget, not the epochs, ends training
+        plan.epochs = max(1, math.ceil(2 * steps / plan.iterations_per_epoch))
+    plan.planning["budget"] = {
+        "minutes": plan.time_budget_minutes, "device": str(precision.device),
+        "precision": precision.name, "target_steps": TARGET_STEPS,
+        "expected_steps": steps, "reason": reason,
+        "validation_seconds": round(validation_seconds, 2), "validations": validations,
+        "candidates": candidates}
+    return plan
+
+
+def _fit_network(plan: Plan, fp: Fingerprint, overridden: set[str], precision: Precision,
+                 seconds: float) -> tuple[list[dict[str, Any]], int, float, str]:
+    """Chooses patch, network, batch and mirroring for a segmentation network (in `plan`);
+    returns the timed candidates, the expected steps, the seconds of one validation and why."""
     free_patch = "patch_size" not in overridden
     free_network = plan.model["name"] == "unet" and not any(
         key == "model" or (key.startswith("model.") and key != "model.name")
         for key in overridden)
-    seconds = plan.time_budget_minutes * 60 * TRAINING_SHARE
     candidates = [_timed(c, plan, precision) for c in _candidates(plan, fp, free_patch,
                                                                    free_network)]
     chosen, reason = _choose(candidates, plan.dims, seconds)
@@ -75,20 +104,52 @@ def fit_to_budget(plan: Plan, fp: Fingerprint, overridden: set[str],
         _plan_mirroring(plan, case_seconds)
     validation_seconds = (_validation_cases(plan, fp) * case_seconds
                           * (1 + len(plan.inference["mirror_axes"])))
-    validations = int(np.clip(VALIDATION_SHARE * seconds / max(validation_seconds, 1e-9), 1,
-                              MAX_VALIDATIONS))
-    if "iterations_per_epoch" not in overridden:
-        plan.iterations_per_epoch = max(25, round(steps / validations))
-    if "epochs" not in overridden:  # the budget, not the epochs, ends training
-        plan.epochs = max(1, math.ceil(2 * steps / plan.iterations_per_epoch))
-    plan.planning["budget"] = {
-        "minutes": plan.time_budget_minutes, "device": str(precision.device),
-        "precision": precision.name, "target_steps": TARGET_STEPS,
-        "expected_steps": steps, "reason": reason,
-        "validation_seconds": round(validation_seconds, 2), "validations": validations,
-        "candidates": [{k: v for k, v in c.items() if k != "topology"} | {
-            "widths": c["topology"].get("widths")} for c in candidates]}
-    return plan
+    records = [{k: v for k, v in c.items() if k != "topology"} | {
+        "widths": c["topology"].get("widths")} for c in candidates]
+    return records, steps, validation_seconds, reason
+
+
+def _timed_detector(plan: Plan, fp: Fingerprint, precision: Precision) -> dict[str, Any]:
+    """Mask R-CNN's measured seconds per training step (the plan's batch of crops, each with a
+    few objects) and per inference on the median image, in the run's precision."""
+    options = {k: v for k, v in plan.model.items() if k not in ("name", "encoder_weights")}
+    torch.manual_seed(0)
+    model = build_mask_rcnn(plan.in_channels, plan.n_classes, encoder_weights=None,
+                            **options).to(precision.device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    images = [precision.to_device(torch.randn(plan.in_channels, *plan.patch_size))
+              for _ in range(plan.batch_size)]
+    side = min(plan.patch_size) // 4
+    mask = torch.zeros(4, *plan.patch_size, dtype=torch.uint8, device=precision.device)
+    boxes = []
+    for k in range(4):
+        x, y = k * side // 2, k * side // 3
+        mask[k, y:y + side, x:x + side] = 1
+        boxes.append([x, y, x + side, y + side])
+    target = {"boxes": torch.tensor(boxes, dtype=torch.float32, device=precision.device),
+              "labels": torch.ones(4, dtype=torch.int64, device=precision.device), "masks": mask}
+
+    def train_step() -> None:
+        with precision.autocast():
+            losses = model(images, [target] * len(images))
+        optimizer.zero_grad(set_to_none=True)
+        sum(v.float() for v in losses.values()).backward()
+        optimizer.step()
+
+    step = _median_seconds(train_step, precision)
+    model.eval()
+    median = [int(s) for s in np.median(np.array(fp.shapes, float), axis=0)]
+    image = [precision.to_device(torch.randn(plan.in_channels, *median))]
+
+    @torch.no_grad()
+    def forward() -> None:
+        with precision.autocast():
+            model(image)
+
+    return {"patch_size": list(plan.patch_size), "network": "mask_rcnn",
+            "seconds_per_step": round(step, 4),
+            "seconds_per_image": round(_median_seconds(forward, precision), 4),
+            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3)}
 
 
 def _median_case_windows(plan: Plan, fp: Fingerprint) -> int:

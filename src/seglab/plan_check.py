@@ -227,20 +227,26 @@ def _unet_agreement(model: dict, path: str, dims: int) -> None:
 
 def _model_sections(dims: int) -> dict[str, Spec]:
     from seglab import models
-    result = {}
-    for found in (m for m in models.available() if dims in m.dims):
-        parameters = inspect.signature(found.build).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-            result[found.name] = mapping(STRING, ANY)  # a builder taking any option
-            continue
-        hints = typing.get_type_hints(getattr(found.build, "func", found.build))  # partials too
-        options = {p: _from_annotation(hints.get(p, Any), p)
-                   for p in parameters if p not in MODEL_INPUTS}
-        options.update(UNET_OPTIONS if found.name == "unet" else {})
-        hint = f"options of model {found.name!r}: {', '.join(options) or 'none'}"
-        result[found.name] = section({"name": STRING, **options}, tuple(options), hint,
-                                     _unet_agreement if found.name == "unet" else None)
+    from seglab.models.mask_rcnn import build_mask_rcnn
+    result = {found.name: _builder_section(found.name, found.build)
+              for found in models.available() if dims in found.dims}
+    if dims == 2:  # an instance method's detector, outside the registry of logit models
+        result["mask_rcnn"] = _builder_section("mask_rcnn", build_mask_rcnn)
     return result
+
+
+def _builder_section(name: str, build: Callable) -> Spec:
+    """A model's plan section: its name and the options of its builder, typed by its hints."""
+    parameters = inspect.signature(build).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return mapping(STRING, ANY)  # a builder taking any option
+    hints = typing.get_type_hints(getattr(build, "func", build))  # partials too
+    options = {p: _from_annotation(hints.get(p, Any), p)
+               for p in parameters if p not in MODEL_INPUTS}
+    options.update(UNET_OPTIONS if name == "unet" else {})
+    hint = f"options of model {name!r}: {', '.join(options) or 'none'}"
+    return section({"name": STRING, **options}, tuple(options), hint,
+                   _unet_agreement if name == "unet" else None)
 
 
 # The losses a plan may name and every parameter of each, with its default; `train.loss`
@@ -305,7 +311,10 @@ PLAN = section({
         "rotate_in_plane_only": BOOLEAN, "rotate_probability": PROBABILITY,
         "scale_range": pair(POSITIVE), "scale_probability": PROBABILITY,
         "noise_probability": PROBABILITY, "brightness_probability": PROBABILITY,
-        "contrast_probability": PROBABILITY, "gamma_probability": PROBABILITY}),
+        "contrast_probability": PROBABILITY, "gamma_probability": PROBABILITY,
+        "elastic_probability": PROBABILITY, "elastic_spacing": COUNT,
+        "elastic_magnitude": number(min=0)},
+        optional=("elastic_probability", "elastic_spacing", "elastic_magnitude")),
     "inference": section({
         "overlap": FRACTION, "blend": choice("gaussian", "constant"), "batch_size": COUNT,
         "mirror_axes": list_of(AXIS), "tta_reason": STRING}, optional=("tta_reason",)),
@@ -319,8 +328,10 @@ PLAN = section({
     "notes": list_of(STRING),
     "planning": mapping(STRING, ANY),
     "task": choice("semantic", "instance"),
-    "instances": optional(section({"method": choice("rim_watershed"),
-                                   "rim_class": integer(min=1)})),
+    "instances": optional(variant("method", lambda dims: {
+        "rim_watershed": section({"method": STRING, "rim_class": integer(min=1)}),
+        "mask_rcnn": section({"method": STRING, "score_threshold": PROBABILITY,
+                              "mask_threshold": PROBABILITY})})),
 }, optional=("transfer", "adversarial", "seed", "notes", "planning", "task",
              "instances"))  # Plan's defaulted fields
 

@@ -22,13 +22,16 @@ from seglab.plan import Plan
 
 @dataclass
 class Prepared:
-    """A case in the network's space: normalised image, label and ROI at the target spacing."""
+    """A case in the network's space: normalised image, label and ROI at the target spacing.
+    For a Mask R-CNN plan the label holds object ids (int32, 0 where none) and `objects` maps
+    each id to its class."""
 
     case_id: str
     image: np.ndarray
     label: np.ndarray | None
     roi: np.ndarray | None
     original_shape: tuple[int, ...]
+    objects: dict[int, int] | None = None
 
 
 def normalize(image: np.ndarray, plan: Plan, roi: np.ndarray | None = None) -> np.ndarray:
@@ -69,19 +72,23 @@ def resize(array: np.ndarray, shape: tuple[int, ...], mode: str) -> np.ndarray:
 
 def prepare_case(case: Case, plan: Plan) -> Prepared:
     """Normalises the image and brings image, label and ROI to the plan's target spacing. An
-    instance plan's label is the class map with each object's rim as the rim class."""
+    instance plan's label is the class map with each object's rim as the rim class, or for Mask
+    R-CNN the object ids (crowds and other ignored regions left out)."""
     image = normalize(case.image, plan, case.roi)
     shape = target_shape(case.shape, case.spacing, plan)
     image = resize(image, shape, "linear")
-    label = roi = None
+    label = roi = objects = None
     if case.label is not None:
-        target = case.label
+        target, kind = case.label, np.uint8
         if plan.task == "instance" and case.instances is not None:
-            target = case.instances.with_boundaries(plan.instances["rim_class"])
-        label = resize(target[None], shape, "nearest")[0].astype(np.uint8)
+            if plan.instances["method"] == "mask_rcnn":
+                target, kind, objects = case.instances.ids, np.int32, dict(case.instances.classes)
+            else:
+                target = case.instances.with_boundaries(plan.instances["rim_class"])
+        label = resize(target[None], shape, "nearest")[0].astype(kind)
     if case.roi is not None:
         roi = resize(case.roi[None].astype(np.float32), shape, "nearest")[0] > 0.5
-    return Prepared(case.case_id, image, label, roi, case.shape)
+    return Prepared(case.case_id, image, label, roi, case.shape, objects)
 
 
 # The plan fields that decide what `prepare_case` produces; a cache made under other values is
@@ -110,8 +117,10 @@ class PreparedCache:
         meta = json.loads((path / "meta.json").read_text())
         arrays = {name: np.load(path / f"{name}.npy", mmap_mode="c") if name in meta["arrays"]
                   else None for name in ("image", "label", "roi")}
+        objects = meta.get("objects")
         return Prepared(meta["case_id"], arrays["image"], arrays["label"], arrays["roi"],
-                        tuple(meta["original_shape"]))
+                        tuple(meta["original_shape"]),
+                        {int(k): v for k, v in objects.items()} if objects is not None else None)
 
     def _write(self, path: Path, case: Prepared) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -122,7 +131,8 @@ class PreparedCache:
                 if array is not None:
                     np.save(staging / f"{name}.npy", np.ascontiguousarray(array))
             meta = {"case_id": case.case_id, "original_shape": list(case.original_shape),
-                    "arrays": [name for name, array in arrays.items() if array is not None]}
+                    "arrays": [name for name, array in arrays.items() if array is not None],
+                    "objects": case.objects}
             (staging / "meta.json").write_text(json.dumps(meta))
             os.rename(staging, path)
         except BaseException:

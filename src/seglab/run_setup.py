@@ -3,6 +3,7 @@ the preprocessed cache, for training, validation and evaluation."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -92,17 +93,23 @@ def fold_run(run: Run, k: int) -> Run:
 
 def write_new_run(out: Path, data: str | Path, fingerprint: Fingerprint, plan: Plan,
                   split: dict[str, list[str]]) -> Run:
-    """Writes the run folder under a temporary name, then renames it: all or nothing."""
+    """Writes the run folder under a temporary name, then renames it: all or nothing. Of two
+    processes creating the same run at once, the second is told so, and leaves nothing behind."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    run = Run(staging)
-    plan.save(run.plan_path)
-    run.write_json("fingerprint.json", fingerprint.to_dict())
-    run.write_json("split.json", split)
-    run.write_json("run.json", {"data": str(Path(data).resolve()), "seglab": __version__})
-    if out.exists():
-        out.rmdir()
-    staging.rename(out)
+    try:
+        run = Run(staging)
+        plan.save(run.plan_path)
+        run.write_json("fingerprint.json", fingerprint.to_dict())
+        run.write_json("split.json", split)
+        run.write_json("run.json", {"data": str(Path(data).resolve()), "seglab": __version__})
+        staging.rename(out)  # replaces an empty folder; refuses one with files
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError) and (out / "plan.json").exists():
+            raise SeglabError(f"{out}: another process created a run there at the same time; "
+                              "choose another --out, or --resume to continue that one")
+        raise
     return Run(out)
 
 

@@ -57,7 +57,7 @@ def inspect_dataset(dataset: Dataset) -> Fingerprint:
     if not dataset.cases:
         raise SeglabError(f"{dataset.source}: no labelled cases found (empty dataset)")
     problems: list[str] = []
-    records, object_counts = [], []
+    records, object_counts, diameters = [], [], []
     rng = np.random.default_rng(0)
     for ref in dataset.cases:
         try:
@@ -68,6 +68,7 @@ def inspect_dataset(dataset: Dataset) -> Fingerprint:
                 instances = read_case_instances(ref, case.shape)
                 raw = instances.semantic().astype(np.int64)
                 object_counts.append(instances.counts_per_class())
+                diameters += equivalent_diameters(instances.ids).tolist()
             else:
                 raw = read_label(ref.labels[0])
             if raw.shape != case.shape:
@@ -94,17 +95,30 @@ def inspect_dataset(dataset: Dataset) -> Fingerprint:
         raise SeglabError("\n".join(problems))
     fingerprint = _fingerprint(dataset, records, notes)
     if dataset.task == "instance":
-        fingerprint.task, fingerprint.objects = "instance", _objects(object_counts,
-                                                                     len(dataset.classes))
+        fingerprint.task, fingerprint.objects = "instance", _objects(
+            object_counts, diameters, len(dataset.classes))
     return fingerprint
 
 
-def _objects(counts: list[dict[int, int]], n_classes: int) -> dict[str, Any]:
+def equivalent_diameters(ids: np.ndarray) -> np.ndarray:
+    """Each object's equivalent diameter in voxels: of the disc (2D) or ball (3D) of its size."""
+    sizes = np.bincount(ids.ravel())[1:]
+    sizes = sizes[sizes > 0].astype(float)
+    if ids.ndim == 2:
+        return np.sqrt(4 * sizes / np.pi)
+    return np.cbrt(6 * sizes / np.pi)
+
+
+def _objects(counts: list[dict[int, int]], diameters: list[float],
+             n_classes: int) -> dict[str, Any]:
     per_case = [sum(c.values()) for c in counts]
     per_class = [sum(c.get(k, 0) for c in counts) for k in range(n_classes)]
+    spread = np.percentile(diameters, [10, 50, 90]) if diameters else [0.0] * 3
     return {"total": sum(per_case), "per_class": per_class,
             "per_case": {"min": min(per_case), "median": float(np.median(per_case)),
-                         "max": max(per_case)}}
+                         "max": max(per_case)},
+            "diameter": {"p10": float(spread[0]), "median": float(spread[1]),
+                         "p90": float(spread[2])}}
 
 
 def _record(case, raw: np.ndarray, label_path: Path, rng: np.random.Generator) -> dict:
@@ -207,6 +221,9 @@ def format_fingerprint(fp: Fingerprint) -> str:
                      f"median {per_case['median']:g} max {per_case['max']}")
         lines.append("per class " + ", ".join(f"{name} {n}" for name, n in
                                                zip(fp.classes[1:], per_class[1:]) if n))
+        if diameter := fp.objects.get("diameter"):
+            lines.append(f"diameter  {diameter['p10']:.1f} / {diameter['median']:.1f} / "
+                         f"{diameter['p90']:.1f} voxels (10th percentile / median / 90th)")
     if fp.ignore_label is not None:
         lines.append(f"ignored   label value {fp.ignore_label} (not trained on, not scored)")
     lines += [f"note      {note}" for note in fp.notes]

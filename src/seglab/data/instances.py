@@ -32,12 +32,14 @@ CITYSCAPES_ID_FACTOR = 1000  # instanceIds.png: label_id * 1000 + instance numbe
 class Instances:
     """ids: int32 array, 0 where there is no object; classes: object id -> class index (>= 1);
     ignore: boolean array of the pixels to leave out, or None; stuff: the class map of the
-    pixels that are no object (Cityscapes' road and sky), or None where they are background."""
+    pixels that are no object (Cityscapes' road and sky), or None where they are background;
+    scores: a predicted object's confidence (object id -> 0..1), None for references."""
 
     ids: np.ndarray
     classes: dict[int, int]
     ignore: np.ndarray | None = None
     stuff: np.ndarray | None = None
+    scores: dict[int, float] | None = None
 
     @property
     def count(self) -> int:
@@ -73,7 +75,7 @@ class Instances:
 
 
 def paint(masks: Sequence[np.ndarray], classes: Sequence[int], shape: tuple[int, ...],
-          ignore: np.ndarray | None = None) -> Instances:
+          ignore: np.ndarray | None = None, scores: Sequence[float] | None = None) -> Instances:
     """Instances from one binary mask per object (ids 1.. in the given order), the larger
     objects painted first; an object left with no pixel is dropped."""
     ids = np.zeros(shape, np.int32)
@@ -82,17 +84,20 @@ def paint(masks: Sequence[np.ndarray], classes: Sequence[int], shape: tuple[int,
         ids[masks[k].astype(bool)] = k + 1
     present = set(np.unique(ids)) - {0}
     kept = {k + 1: int(classes[k]) for k in range(len(masks)) if k + 1 in present}
-    return renumbered(ids, kept, ignore)
+    return renumbered(ids, kept, ignore, None if scores is None else {
+        k + 1: float(scores[k]) for k in range(len(masks))})
 
 
-def renumbered(ids: np.ndarray, classes: dict[int, int],
-               ignore: np.ndarray | None = None) -> Instances:
-    """The objects of `classes` (old id -> class) with ids 1..N in order of their old ids; other
-    ids of `ids` become 0."""
+def renumbered(ids: np.ndarray, classes: dict[int, int], ignore: np.ndarray | None = None,
+               scores: dict[int, float] | None = None) -> Instances:
+    """The objects of `classes` (old id -> class, and their `scores`) with ids 1..N in order of
+    their old ids; other ids of `ids` become 0."""
     old = np.array(sorted(classes), dtype=np.int64)
     lookup = np.zeros(int(ids.max(initial=0)) + 1, np.int32)
     lookup[old] = np.arange(1, len(old) + 1)
-    return Instances(lookup[ids], {k + 1: classes[int(o)] for k, o in enumerate(old)}, ignore)
+    return Instances(lookup[ids], {k + 1: classes[int(o)] for k, o in enumerate(old)}, ignore,
+                     scores=None if scores is None else {
+                         k + 1: scores[int(o)] for k, o in enumerate(old)})
 
 
 def from_id_image(ids: np.ndarray, semantic: np.ndarray | None = None) -> Instances:

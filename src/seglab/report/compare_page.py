@@ -13,7 +13,8 @@ from typing import Any, Callable
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-METRIC_COLUMNS = ("dice", "iou", "pixel_accuracy", "precision", "recall", "f1")
+METRIC_COLUMNS = ("dice", "iou", "pixel_accuracy", "precision", "recall", "f1", "dsb_score",
+                  "object_f1")
 CSV_COLUMNS = ("model", "status", *(f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "std")),
                "roc_auc", "test_cases", "train_s", "epochs", "steps", "peak_ram_mb", "peak_gpu_mb",
                "params_m", "images_per_s", "device", "compute_precision", "settings", "reason",
@@ -66,7 +67,8 @@ COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("model", lambda row: row["model"]), ("status", lambda row: row["status"]),
     ("Dice", _metric("dice")), ("IoU", _metric("iou")), ("pixel acc.", _metric("pixel_accuracy")),
     ("precision", _metric("precision")), ("recall", _metric("recall")), ("F1", _metric("f1")),
-    ("ROC AUC", _number("roc_auc", 4)),
+    ("ROC AUC", _number("roc_auc", 4)), ("DSB score", _metric("dsb_score")),
+    ("object F1", _metric("object_f1")),
     ("train (s)", _number("train_s", 1)), ("epochs / steps", _budget),
     ("peak RAM (MB)", _number("peak_ram_mb", 0)), ("peak GPU (MB)", _number("peak_gpu_mb", 0)),
     ("params (M)", _params), ("images/s", _number("images_per_s", 2)),
@@ -74,11 +76,13 @@ COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
 LEGEND = ("Metrics: mean ± std over the {test} test cases of the mean over the foreground "
           "classes. ROC AUC: of the model's probability map (a classical method's score) against "
           "the reference, all test pixels (inside the ROI) pooled, mean over the foreground "
-          "classes. "
+          "classes. DSB score and object F1 (instance methods): per test image, the mean over IoU "
+          "thresholds 0.5:0.05:0.95 of TP / (TP + FP + FN), and F1 of the objects matched at "
+          "IoU 0.5. "
           "train (s): time in the training loop (validation excluded); epochs / steps done; peak "
           "RAM: the resident memory of the model's own process; images/s: test images (volumes) "
           "through the whole prediction.")
-SHORT = ("model", "status", "Dice", "IoU", "F1", "train (s)", "epochs / steps", "peak RAM (MB)",
+SHORT = ("model", "status", "Dice", "IoU", "F1", "DSB score", "train (s)", "epochs / steps", "peak RAM (MB)",
          "params (M)", "images/s")
 
 

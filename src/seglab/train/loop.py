@@ -26,6 +26,7 @@ from seglab.plan import Plan, apply_overrides
 from seglab.preprocess import Prepared, PreparedCache
 from seglab.run import Run, load_checkpoint, save_checkpoint
 from seglab.train.adversarial import Adversary
+from seglab.train.detection import DetectionSampler, DetectionStep, detection_scores
 from seglab.train.distributed import Distributed
 from seglab.train.loss import create_loss, main_output
 from seglab.train.optim import create_optimizer, learning_rate, set_learning_rate
@@ -76,10 +77,13 @@ def _train(run: Run, dist: Distributed, precision: Precision | None, progress: b
 
     freeze = plan.transfer["freeze_encoder_epochs"]
     net = dist.wrap(model, find_unused=bool(freeze))
-    sampler = PatchSampler(train_cases, plan, np.random.default_rng(plan.seed),
-                           batch_size=max(1, plan.batch_size // dist.world))
-    step = TrainStep(net, optimizer, create_loss(plan.loss), precision, adversary,
-                     plan.optimizer["grad_clip"])
+    detector = plan.model["name"] == "mask_rcnn"  # Mask R-CNN: its batches, step, validation
+    sampler = (DetectionSampler if detector else PatchSampler)(
+        train_cases, plan, np.random.default_rng(plan.seed),
+        batch_size=max(1, plan.batch_size // dist.world))
+    step = (DetectionStep(net, optimizer, precision, plan.optimizer["grad_clip"]) if detector
+            else TrainStep(net, optimizer, create_loss(plan.loss), precision, adversary,
+                           plan.optimizer["grad_clip"]))
     encoder = models.encoder_parameters(model) if freeze else []
     record: dict[str, Any] = {}
     while state["epoch"] < plan.epochs and not state["finished"]:
@@ -244,9 +248,10 @@ def _trim_log(run: Run, epoch: int) -> None:
 
 def _validate(model: torch.nn.Module, cases: list[Prepared], plan: Plan, precision: Precision,
               dist: Distributed) -> dict[str, float]:
-    """Mean Dice per foreground class over all ranks' validation cases."""
-    scores = [row for rank in dist.gather(validation_scores(model, cases, plan, precision))
-              for row in rank]
+    """Mean Dice per foreground class over all ranks' validation cases (of the classes of the
+    objects found, for Mask R-CNN)."""
+    score = detection_scores if plan.model["name"] == "mask_rcnn" else validation_scores
+    scores = [row for rank in dist.gather(score(model, cases, plan, precision)) for row in rank]
     if not scores:
         return {"mean_dice": float("nan")}
     per_class = np.mean(scores, axis=0)

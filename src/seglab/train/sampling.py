@@ -74,6 +74,9 @@ class PatchSampler:
         shape = torch.tensor(image.shape[1:], dtype=torch.float32)
         matrix = torch.from_numpy(spatial_matrix(self.plan.augmentation, len(shape), self.rng))
         coords = torch.from_numpy(self._centre(index)).float() + self.offsets @ matrix.T
+        if self.rng.random() < self.plan.augmentation.get("elastic_probability", 0.0):
+            coords = coords + elastic_displacement(self.plan.augmentation, self.plan.patch_size,
+                                                   self.rng)
         normalised = 2 * coords / torch.clamp(shape - 1, min=1) - 1
         grid = normalised.flip(-1).reshape(1, *self.plan.patch_size, len(shape))
         patch = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros",
@@ -130,6 +133,17 @@ def spatial_matrix(aug: dict, dims: int, rng: np.random.Generator) -> np.ndarray
         if rng.random() < 0.5:
             matrix[:, axis] *= -1
     return matrix.astype(np.float32)
+
+
+def elastic_displacement(aug: dict, patch: list[int], rng: np.random.Generator) -> torch.Tensor:
+    """A smooth random displacement per patch point, (N, dims) in voxels: Gaussian vectors
+    (`elastic_magnitude` voxels standard deviation) on a coarse grid of control points every
+    `elastic_spacing` voxels, interpolated to every point (the U-Net paper's deformation)."""
+    grid = [max(2, math.ceil(n / aug["elastic_spacing"]) + 1) for n in patch]
+    control = rng.normal(0.0, aug["elastic_magnitude"], (1, len(patch), *grid)).astype(np.float32)
+    mode = "bicubic" if len(patch) == 2 else "trilinear"
+    field = F.interpolate(torch.from_numpy(control), size=list(patch), mode=mode, align_corners=True)
+    return field[0].reshape(len(patch), -1).T
 
 
 def _rotation_2d(angle: float) -> np.ndarray:
