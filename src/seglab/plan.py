@@ -153,7 +153,9 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
                                           else {})}
     inference = _inference(fp.dims, device)
     if method == "mask_rcnn":  # its losses are its own (proposals, boxes, classes, masks)
-        model, family_reason = detector_model(fp), method_reason
+        model, family_reason = detector_model(fp), (
+            "the instance method's own: Mask R-CNN on an ImageNet-pretrained EfficientNet-Lite0 "
+            "with a feature pyramid, anchors sized from the objects' diameters")
         patch, batch_size, optimizer = detector_patch(median_shape), DETECTOR_BATCH, dict(
             DETECTOR_OPTIMIZER)
         inference.update(mirror_axes=[], tta_reason="Mask R-CNN sees each whole image once")

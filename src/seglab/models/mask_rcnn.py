@@ -12,7 +12,14 @@ Deviations from the paper, for seglab's data and hardware:
   pixels): training crops and whole test images keep the same scale, which the anchors fit;
 - anchor sizes come from the plan (the objects' sizes in the training cases), one per pyramid
   level, and the pyramid is `fpn_width` channels (128 by default, not 256) for CPU speed;
-- `detections` bounds the objects returned per image (crowded images exceed torchvision's 100).
+- `detections` bounds the objects returned per image (crowded images exceed torchvision's 100);
+- a pretrained encoder's batch norms are frozen (as torchvision freezes its ResNet's: batches of
+  two crops give no usable statistics), and the pyramid and the mask head use group norm (as
+  torchvision's v2 weights use norms there): without them the first steps' mask and box losses
+  ran to 20 and then NaN on DSB2018;
+- under bf16 autocast only the encoder and the pyramid compute in bf16; the proposal and RoI
+  heads run in fp32 (`FullPrecision`), since box coordinates need more than bf16's 8 bits of
+  mantissa (proposals collapsed to zero width and the box loss turned NaN).
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ from collections import OrderedDict
 import timm
 import torch
 from torch import nn
+from timm.utils.model import freeze_batch_norm_2d
 from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
@@ -31,6 +41,14 @@ from seglab.data.instances import Instances, paint
 from seglab.models.pretrained import timm_weights
 
 FEATURE_LEVELS = (1, 2, 3, 4)  # timm's strides 4, 8, 16 and 32
+BOX_FEATURES = 1024  # torchvision's box head (TwoMLPHead) representation size
+# RoIs sampled per training image for the box and mask heads: torchvision's 512 made the fp32
+# box head most of a CPU step; 256 is what smaller-data setups use (e.g. Matterport's 200).
+BOX_SAMPLES = 256
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, channels // 4), channels)
 
 
 class EncoderPyramid(nn.Module):
@@ -43,13 +61,29 @@ class EncoderPyramid(nn.Module):
         self.encoder = timm.create_model(encoder, features_only=True, out_indices=FEATURE_LEVELS,
                                          in_chans=in_channels,
                                          **timm_weights("mask_rcnn", encoder, encoder_weights))
+        if encoder_weights is not None:
+            self.encoder = freeze_batch_norm_2d(self.encoder)
         self.fpn = FeaturePyramidNetwork(self.encoder.feature_info.channels(), fpn_width,
-                                         extra_blocks=LastLevelMaxPool())
+                                         extra_blocks=LastLevelMaxPool(), norm_layer=group_norm)
         self.out_channels = fpn_width
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         features = self.encoder(x)
-        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features)))
+        pyramid = self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features)))
+        return OrderedDict((k, v.float()) for k, v in pyramid.items())
+
+
+class FullPrecision(nn.Module):
+    """Runs `module` with autocast off, whatever the caller's policy."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        device = next(self.module.parameters()).device.type
+        with torch.autocast(device_type=device, enabled=False):
+            return self.module(*args, **kwargs)
 
 
 class BatchOnly(GeneralizedRCNNTransform):
@@ -68,10 +102,15 @@ def build_mask_rcnn(in_channels: int, classes: int, encoder: str = "tf_efficient
     backbone = EncoderPyramid(encoder, encoder_weights, in_channels, fpn_width)
     sizes = anchor_sizes or [32, 64, 128, 256, 512]
     anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
-    model = MaskRCNN(backbone, num_classes=classes, rpn_anchor_generator=anchors,
-                     box_detections_per_img=detections)
+    model = MaskRCNN(backbone, rpn_anchor_generator=anchors,
+                     box_predictor=FastRCNNPredictor(BOX_FEATURES, classes),
+                     mask_head=MaskRCNNHeads(fpn_width, [fpn_width] * 4, 1, norm_layer=group_norm),
+                     mask_predictor=MaskRCNNPredictor(fpn_width, fpn_width, classes),
+                     box_detections_per_img=detections,
+                     box_batch_size_per_image=BOX_SAMPLES)
     model.transform = BatchOnly(1, 1, [0.0] * in_channels, [1.0] * in_channels,
                                 size_divisible=32)
+    model.rpn, model.roi_heads = FullPrecision(model.rpn), FullPrecision(model.roi_heads)
     return model
 
 

@@ -132,6 +132,13 @@ def _dataset(run: Run) -> str:
     return pairs_table(rows)
 
 
+def _timing(candidate: dict) -> str:
+    """A timed candidate: seconds per patch (segmentation networks) or per step (Mask R-CNN)."""
+    seconds = (f"{candidate['seconds_per_sample']} s per patch" if "seconds_per_sample" in
+               candidate else f"{candidate['seconds_per_step']} s per step")
+    return f"{seconds}, {candidate['params_m']} M parameters"
+
+
 def _plan(plan: dict[str, Any]) -> str:
     model = plan.get("model", {})
     rows = [("model", f"{model.get('name', '?')}, widths {fmt(model.get('widths', []))}"),
@@ -151,10 +158,11 @@ def _plan(plan: dict[str, Any]) -> str:
     planning = plan.get("planning") or {}
     if "model" in planning:
         rows.append(("why this model", planning["model"]))
+    if "instances" in planning:
+        rows.append(("why this instance method", planning["instances"]))
     if budget := planning.get("budget"):
         rows.append(("why this patch, batch and network", budget["reason"]))
-        rows += [(f"candidate {c['patch_size']} {c['network']}",
-                  f"{c['seconds_per_sample']} s per patch, {c['params_m']} M parameters")
+        rows += [(f"candidate {c['patch_size']} {c['network']}", _timing(c))
                  for c in budget["candidates"]]
     full = html.escape(json.dumps(plan, indent=2))
     return (f"{pairs_table(rows)}<details><summary>The full plan (plan.json)</summary>"
