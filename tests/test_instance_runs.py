@@ -8,11 +8,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
 from seglab import api
 from seglab.data.io import read_label
+from seglab.errors import SeglabError
 from tests.test_train import TINY_2D
 
 
@@ -51,6 +53,7 @@ def test_an_instance_run_chooses_its_thresholds_and_scores_objects(tmp_path: Pat
     objects = summary["objects"]
     assert objects["n_ref"] > 0 and 0 <= objects["dsb_score"]["mean"] <= 1
     assert (run.path / "evaluation" / "objects_per_case.csv").is_file()
+    assert "The reference objects matched worst" in (run.path / "report.html").read_text()
 
     written = api.predict(run.path, [data / "cells" / "c00" / "images" / "c00.png"],
                           tmp_path / "pred")
@@ -72,3 +75,15 @@ def test_an_instance_dataset_trains_semantically_when_asked(tmp_path: Path) -> N
                     evaluate=False)
     assert run.plan().classes == ["background", "nucleus"]
     assert (run.path / "postprocessing.json").is_file()
+
+
+def test_a_cross_validated_instance_run_chooses_its_thresholds_out_of_fold(
+        tmp_path: Path) -> None:
+    data = _nuclei_dataset(tmp_path / "data", cases=8)
+    run = api.train(data, tmp_path / "run", {**TINY_2D, "epochs": 1}, progress=False,
+                    folds=2, evaluate=False)
+    split = run.read_json("instance_split.json")
+    assert split["validation_dsb_score"] is not None  # the folds' validation cases chose
+    with pytest.raises(SeglabError, match="a Mask R-CNN run is not cross-validated"):
+        api.train(data, tmp_path / "rcnn", {"instances.method": "mask_rcnn"}, folds=2)
+    assert not (tmp_path / "rcnn").exists()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import highdicom
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 import tifffile
 from PIL import Image
 
 from seglab.data import io
+from seglab.data.dicom_seg import seg_beside, write_dicom_seg
 from seglab.data.io import (
     atomic_path,
     output_folder,
@@ -57,6 +60,8 @@ def _dicom_series(folder: Path, volume: np.ndarray, spacing: tuple[float, float,
             "0008|0060": "CT",
             "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
             "0020|000e": "1.2.826.0.1.3680043.2.1125.1.2",
+            "0020|0052": "1.2.826.0.1.3680043.2.1125.1.3",  # frame of reference
+            "0010|0020": "P001",
             "0008|0018": f"1.2.826.0.1.3680043.2.1125.1.2.{z + 1}",
             "0020|0013": str(z + 1),
             "0020|0032": f"{origin[0]}\\{origin[1]}\\{origin[2] + z * spacing[2]}",
@@ -317,6 +322,35 @@ def test_dicom_series_reads_as_a_volume_and_its_mask_keeps_the_geometry(tmp_path
     assert saved.GetOrigin() == pytest.approx(case.meta["origin"])
     assert saved.GetDirection() == pytest.approx(case.meta["direction"])
     assert np.array_equal(sitk.GetArrayFromImage(saved), mask)
+
+
+def test_a_dicom_series_mask_becomes_a_seg_whose_segments_lie_on_their_own_slices(
+        tmp_path: Path) -> None:
+    volume = RNG.integers(0, 1000, (4, 8, 8)).astype(np.int16)
+    _dicom_series(tmp_path / "series1", volume, (0.7, 0.7, 2.0))
+    case = read_image(tmp_path / "series1")
+    mask = np.zeros((4, 8, 8), np.uint8)
+    mask[1:3, 2:5, 2:6], mask[3, :2, :2] = 1, 2
+    out = write_dicom_seg(mask, case, tmp_path / "pred", {1: "liver", 2: "tumour", 3: "cyst"})
+    assert out.name == "series1_seg.dcm"
+    seg = highdicom.seg.segread(out)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["liver", "tumour"]  # cyst: absent
+    uids = [pydicom.dcmread(f).SOPInstanceUID for f in case.meta["dicom_files"]]
+    pixels = seg.get_pixels_by_source_instance(uids, segment_numbers=[1, 2])
+    assert np.array_equal(pixels[..., 0], mask == 1) and np.array_equal(pixels[..., 1], mask == 2)
+
+
+def test_a_series_that_cannot_carry_a_seg_keeps_its_nifti_with_a_warning(tmp_path: Path) -> None:
+    volume = RNG.integers(0, 1000, (3, 8, 8)).astype(np.int16)
+    _dicom_series(tmp_path / "series1", volume, (0.7, 0.7, 2.0))
+    case = read_image(tmp_path / "series1")
+    for path in case.meta["dicom_files"]:  # a series without a frame of reference
+        data = pydicom.dcmread(path)
+        del data.FrameOfReferenceUID
+        data.save_as(path)
+    with pytest.warns(UserWarning, match="Frame Of Reference.*the mask is in the .nii.gz"):
+        assert seg_beside(np.ones((3, 8, 8), np.uint8), case, tmp_path, {1: "organ"}) == []
+    assert not list(tmp_path.glob("*_seg.dcm"))
 
 
 @pytest.mark.parametrize(("suffix", "mask_suffix"), [(".nrrd", ".nrrd"), (".mhd", ".mha")])

@@ -13,6 +13,7 @@ import torch
 from seglab import api
 from seglab.data.inspect import Fingerprint
 from seglab.data.io import read_label
+from seglab.errors import SeglabError
 from seglab.instance_split import choose_score_threshold
 from seglab.data.instances import Instances
 from seglab.models.mask_rcnn import build_mask_rcnn, objects_from_detections
@@ -120,3 +121,7 @@ def test_a_mask_rcnn_run_trains_chooses_its_threshold_and_predicts_objects(
     assert ids.shape == (40, 40)
     rows = (tmp_path / "pred" / "objects.csv").read_text().splitlines()
     assert len(rows) - 1 == len(np.unique(ids)) - 1
+    with pytest.raises(SeglabError, match="--probabilities: .* is an instance run"):
+        api.predict(run.path, [data / "cells" / "c00" / "images" / "c00.png"], tmp_path / "p2",
+                    probabilities=True)
+    assert not (tmp_path / "p2").exists()

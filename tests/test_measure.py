@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
-from seglab.measure import csv_text, object_rows
+from seglab.cli import main
+from seglab.measure import (class_summary, component_rows, csv_text, index_to_world,
+                            largest_diameter, object_rows)
 
 
 def test_2d_objects_get_their_area_in_mm2_centroid_and_box() -> None:
@@ -36,3 +42,70 @@ def test_3d_objects_get_their_volume_in_ml_and_world_centroid_through_the_affine
                                                               1e-3)
     assert rows[0]["centroid_world"] == pytest.approx([-10 + 2 * 4.5, 2 * 4.5, 5 + 2 * 2.0])
     assert object_rows(np.zeros((3, 3), np.int32), {}, ["background"], (1.0, 1.0)) == []
+
+
+def test_the_largest_diameter_spans_the_farthest_points_even_when_they_are_collinear() -> None:
+    corners = np.array([[0, 0], [3, 0], [0, 4], [3, 4], [1, 1]], float)
+    assert largest_diameter(corners) == pytest.approx(5.0)
+    assert largest_diameter(np.array([[0, 0], [1, 0], [7, 0]], float)) == pytest.approx(7.0)
+    assert largest_diameter(np.array([[2.0, 2.0]])) == 0.0
+
+
+def test_components_of_each_class_are_measured_with_anisotropic_spacing() -> None:
+    mask = np.zeros((12, 12), np.uint8)
+    mask[1, 2:7] = 1  # 5 pixels along axis 1 (0.5 mm): 2 mm end to end
+    mask[5:8, 9] = 1  # 3 pixels along axis 0 (2 mm): 4 mm
+    mask[10:12, 0:2] = 2
+    mask[11, 11] = 2  # touches no other pixel of class 2
+    rows = component_rows(mask, {1: "vessel", 2: "blob"}, (2.0, 0.5))
+    vessels = [r for r in rows if r["class"] == "vessel"]
+    assert [r["largest_diameter_mm"] for r in vessels] == pytest.approx([2.0, 4.0])
+    assert [r["area_mm2"] for r in vessels] == pytest.approx([5.0, 3.0])
+    summary = class_summary(rows, {1: "vessel", 2: "blob", 3: "absent"}, 2)
+    assert summary["vessel"] == {"components": 2, "area_mm2": 8.0}
+    assert summary["blob"] == {"components": 2, "area_mm2": 5.0}
+    assert summary["absent"] == {"components": 0, "area_mm2": 0.0}
+    diagonal = np.eye(4, dtype=np.uint8)  # corner-connected: one component
+    assert len(component_rows(diagonal, {1: "line"}, (1.0, 1.0))) == 1
+
+
+def test_a_cube_is_one_millilitre_and_its_diagonal_the_largest_diameter() -> None:
+    mask = np.zeros((12, 12, 12), np.uint8)
+    mask[1:11, 1:11, 1:11] = 1
+    rows = component_rows(mask, {1: "cube"}, (1.0, 1.0, 1.0))
+    assert rows[0]["volume_ml"] == pytest.approx(1.0)
+    assert rows[0]["largest_diameter_mm"] == pytest.approx(9 * math.sqrt(3), abs=1e-4)
+    assert class_summary(rows, {1: "cube"}, 3)["cube"]["volume_ml"] == pytest.approx(1.0)
+
+
+def test_itk_geometry_maps_array_indices_to_world_points_as_simpleitk_does() -> None:
+    image = sitk.Image(4, 5, 6, sitk.sitkUInt8)  # x, y, z sizes: the array is (6, 5, 4)
+    image.SetSpacing((0.7, 0.8, 2.5))
+    image.SetOrigin((-10.0, 4.0, 30.0))
+    image.SetDirection((0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    meta = {"origin": image.GetOrigin(), "direction": image.GetDirection(),
+            "sitk_spacing": image.GetSpacing()}
+    affine = index_to_world(meta, 3)
+    z, y, x = 5, 2, 3
+    expected = image.TransformIndexToPhysicalPoint((x, y, z))
+    assert (affine @ [z, y, x, 1])[:3] == pytest.approx(expected)
+
+
+def test_seglab_measure_writes_both_tables_and_refuses_a_bad_spacing(tmp_path: Path) -> None:
+    mask = np.zeros((8, 8, 4), np.uint8)
+    mask[1:3, 1:3, 1:3] = 1
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    affine[:3, 3] = [100.0, 0.0, -5.0]
+    nib.save(nib.Nifti1Image(mask, affine), tmp_path / "m.nii.gz")
+    assert main(["measure", str(tmp_path / "m.nii.gz"), "--out", str(tmp_path / "out"),
+                 "--classes", "1=lesion"]) == 0
+    report = json.loads((tmp_path / "out" / "measurements.json").read_text())
+    lesion = report[str(tmp_path / "m.nii.gz")]
+    assert lesion["classes"]["lesion"] == {"components": 1, "volume_mm3": 96.0,
+                                           "volume_ml": 0.096}
+    assert lesion["components"][0]["centroid_world"] == pytest.approx([103.0, 3.0, -0.5])
+    lines = (tmp_path / "out" / "measurements.csv").read_text().splitlines()
+    assert lines[0].startswith("mask,class,component,voxels,volume_mm3") and len(lines) == 2
+    assert main(["measure", str(tmp_path / "m.nii.gz"), "--out", str(tmp_path / "o2"),
+                 "--spacing", "1,1"]) == 2
+    assert not (tmp_path / "o2").exists()

@@ -221,3 +221,18 @@ def test_clicking_a_header_twice_in_chromium_sorts_the_cases_by_it_descending(
     order = _table_rows(_browse(chromium, clicked), "per-case")
     assert order == sorted(accuracy, key=accuracy.get, reverse=True)
     assert 'data-order="desc"' in _browse(chromium, clicked)
+
+
+def test_the_worst_matched_objects_come_first_with_their_best_iou() -> None:
+    from seglab.report.run_data import Shown, worst_matched
+
+    reference = np.zeros((10, 10), np.int64)
+    reference[1:4, 1:4], reference[6:9, 6:9] = 1, 2
+    prediction = np.zeros_like(reference)
+    prediction[1:4, 1:4] = 7  # object 1 found exactly; object 2 missed
+    case = Shown("c", np.zeros((1, 10, 10)), reference, prediction, np.ones((10, 10), bool),
+                 (1.0, 1.0), {1: 1, 2: 1})
+    rows = worst_matched(case, ["background", "cell"])
+    assert [(r["object"], r["best_iou"], r["matched_by"]) for r in rows] == [(2, 0.0, None),
+                                                                              (1, 1.0, 7)]
+    assert rows[0]["class"] == "cell" and rows[0]["pixels"] == 9

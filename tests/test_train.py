@@ -56,12 +56,15 @@ def test_2d_prediction_has_the_input_size_and_the_datasets_values(
     odd = tmp_path / "odd.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 53), dtype=np.uint8)).save(odd)
     written = api.predict(run.path, [odd, png_dataset / "images"], tmp_path / "pred",
-                          probabilities=True)
+                          probabilities=True, measure=True)
     mask = read_label(tmp_path / "pred" / "odd.png")
     assert mask.shape == (37, 53)
     assert set(np.unique(mask)) <= {0, 255}
     assert (tmp_path / "pred" / "odd_probs.npz").is_file()
-    assert len(written) == 2 * 13
+    assert len(written) == 2 * 13 + 2  # and the two measurement tables
+    measured = json.loads((tmp_path / "pred" / "measurements.json").read_text())["odd.png"]
+    foreground = run.plan().classes[1]
+    assert measured["classes"][foreground]["area_mm2"] == (mask == 255).sum()
 
 
 def test_prediction_applies_the_post_processing_chosen_for_the_run(

@@ -12,7 +12,9 @@ from seglab.data.layouts import find_dataset
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.evaluate import evaluate_folders, evaluate_run
-from seglab.infer import choose_instance_split, choose_postprocessing, predict_files
+from seglab.infer import choose_postprocessing, expand_inputs, predict_files
+from seglab.measure import measure_files
+from seglab.infer_objects import choose_instance_split, predict_object_files
 from seglab.report.run_page import write_report
 from seglab.run import Run
 from seglab.train.distributed import Distributed
@@ -105,8 +107,10 @@ def predict(run: str | Path | None, inputs: list[str | Path], out: str | Path,
             precision: str = "auto", backend: str = "torch",
             compile: str = "auto", tta: str = "plan", method: str | None = None,
             params: dict[str, Any] | None = None, fit: str | Path | None = None,
-            roi: str | Path | None = None) -> list[Path]:
-    """Predicts masks for images/volumes (files or folders) in their own format and geometry.
+            roi: str | Path | None = None, measure: bool = False) -> list[Path]:
+    """Predicts masks for images/volumes (files or folders) in their own format and geometry;
+    measure=True also measures each mask's classes and components in physical units
+    (OUT/measurements.csv and .json; an instance run's objects.csv measures its objects).
 
     backend="onnx" runs an exported model with ONNX Runtime: `run` is then the .onnx file (the run
     folder is not needed) or a run folder with export/model.onnx.
@@ -143,8 +147,20 @@ def predict(run: str | Path | None, inputs: list[str | Path], out: str | Path,
         raise SeglabError(f"--backend {backend}: expected torch or onnx")
     if Path(run).suffix == ".onnx":
         raise SeglabError(f"{run}: an ONNX model; predict with it using --backend onnx")
-    return predict_files(Run.open(run), inputs, Path(out), probabilities,
-                         Precision.choose(device, precision, compile), tta, roi)
+    opened, policy = Run.open(run), Precision.choose(device, precision, compile)
+    if opened.plan().task == "instance":
+        return predict_object_files(opened, inputs, Path(out), policy, tta, roi, probabilities)
+    return predict_files(opened, inputs, Path(out), probabilities, policy, tta, roi, measure)
+
+
+def measure(masks: list[str | Path], out: str | Path, spacing: list[float] | None = None,
+            classes: dict[int, str] | None = None) -> list[Path]:
+    """`seglab measure`: each mask's classes (area in mm² or volume in mL, components) and each
+    connected component (size, largest diameter, centroid in world coordinates, box), into
+    OUT/measurements.csv and OUT/measurements.json. spacing= replaces the files' own (array
+    axis order); classes= names the label values to measure (default: every non-zero value)."""
+    paths = expand_inputs(masks)
+    return measure_files(paths, Path(out), tuple(spacing) if spacing else None, classes)
 
 
 def export(run: str | Path, out: str | Path | None = None, format: str = "onnx",

@@ -91,8 +91,22 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--roi", type=Path, metavar="DIR",
                          help="region-of-interest masks named as the inputs (for a run trained "
                               "inside ROI files; a dataset's own cases find theirs)")
+    predict.add_argument("--measure", action="store_true",
+                         help="also measure each mask: per class area (mm²) or volume (mL) and "
+                              "components, per component size, largest diameter, centroid, box "
+                              "(OUT/measurements.csv and .json)")
     _device_options(predict)
     predict.set_defaults(handler=_predict)
+
+    measure = commands.add_parser(
+        "measure", help="measure masks in physical units: classes and connected components")
+    measure.add_argument("masks", nargs="+", help="mask files or folders (PNG, TIFF, NIfTI, ...)")
+    measure.add_argument("--out", required=True, type=Path)
+    measure.add_argument("--spacing", help="voxel spacing in the array's axis order, e.g. "
+                                           "2,0.8,0.8 (default: the files' own)")
+    measure.add_argument("--classes", help="the label values to measure and their names, e.g. "
+                                           "1=liver,2=tumour (default: every non-zero value)")
+    measure.set_defaults(handler=_measure)
 
     export = commands.add_parser(
         "export", help="export a run's best model to ONNX, checked against PyTorch")
@@ -205,8 +219,35 @@ def _predict(args) -> None:
         raise SeglabError("predict: give the images after the run: seglab predict RUN IMAGES "
                           "--out DIR")
     written = predict(args.run, args.inputs, args.out, args.probabilities, args.device,
-                      args.precision, args.backend, args.compile, args.tta, roi=args.roi)
+                      args.precision, args.backend, args.compile, args.tta, roi=args.roi,
+                      measure=args.measure)
     print(f"wrote {len(written)} file(s) to {args.out}")
+
+
+def _measure(args) -> None:
+    from seglab.api import measure
+
+    spacing = _numbers(args.spacing, "--spacing") if args.spacing else None
+    classes = dict(_class_name(item) for item in args.classes.split(",")) if args.classes else None
+    written = measure(args.masks, args.out, spacing, classes)
+    print(f"measured {len(args.masks)} input(s): {', '.join(str(p) for p in written)}")
+
+
+def _numbers(text: str, option: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise SeglabError(f"{option} {text}: expected numbers separated by commas, e.g. 0.8,0.8,2")
+    if not all(v > 0 for v in values):
+        raise SeglabError(f"{option} {text}: every value must be positive")
+    return values
+
+
+def _class_name(item: str) -> tuple[int, str]:
+    value, _, name = item.partition("=")
+    if not value.strip().isdigit() or not name.strip():
+        raise SeglabError(f"--classes {item!r}: expected VALUE=NAME, e.g. 1=liver,2=tumour")
+    return int(value), name.strip()
 
 
 def _export(args) -> None:

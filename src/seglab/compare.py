@@ -45,8 +45,8 @@ from seglab.data.loading import load_case
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.evaluate import EVALUATION, Steps, evaluate_run
-from seglab.infer import (choose_postprocessing, instance_split_settings, load_model,
-                          predict_case, predict_objects)
+from seglab.infer import choose_postprocessing, load_model, predict_case
+from seglab.infer_objects import instance_split_settings, predict_objects
 from seglab.plan import Plan, make_plan
 from seglab.plan_instances import METHODS as INSTANCE_METHODS
 from seglab.report.compare_page import format_csv, format_markdown, render_html

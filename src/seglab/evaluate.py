@@ -19,8 +19,8 @@ from seglab.data.layouts import IGNORE_INDEX, Dataset, find_dataset
 from seglab.data.loading import load_case, map_label_values
 from seglab.device import Precision
 from seglab.errors import SeglabError
-from seglab.infer import (instance_split_settings, load_model, output_value_map,
-                          postprocessing_steps, predict_case, predict_objects)
+from seglab.infer import load_model, output_value_map, postprocessing_steps, predict_case
+from seglab.infer_objects import instance_split_settings, predict_objects
 from seglab.metrics import (add_roc_auc, evaluate_case, roc_auc_classes, summarize,
                             write_tables)
 from seglab.metrics.instances import instance_scores

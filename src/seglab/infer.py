@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from pycocotools import mask as coco_mask
 
-from seglab import instance_split, measure, models, postprocess
-from seglab.models.mask_rcnn import build_mask_rcnn, objects_from_detections
+from seglab import models, postprocess
+from seglab.measure import index_to_world, measure_mask, write_measurements
+from seglab.models.mask_rcnn import build_mask_rcnn
 from seglab.case import Case
-from seglab.data.instances import Instances, renumbered
+from seglab.data.dicom_seg import seg_beside
 from seglab.data.io import (IMAGE_SUFFIXES, output_folder, read_image, read_label, suffix_of,
-                            write_mask, write_probabilities, write_text_atomic)
+                            write_mask, write_probabilities)
 from seglab.data.layouts import IGNORE_INDEX, Dataset
 from seglab.data.loading import field_of_view, load_case
 from seglab.device import Precision
@@ -31,7 +30,6 @@ from seglab.run import Run, load_checkpoint
 from seglab.run_setup import open_dataset
 
 POSTPROCESSING_FILE = "postprocessing.json"
-INSTANCE_SPLIT_FILE = "instance_split.json"  # the watershed thresholds of an instance run
 
 
 def build_model(plan: Plan) -> torch.nn.Module:
@@ -108,77 +106,6 @@ def predict_case(model: torch.nn.Module, case: Case, plan: Plan, precision: Prec
     if case.roi is not None:
         mask[~case.roi] = 0
     return postprocess.apply(mask, steps), probs
-
-
-def predict_objects(model: torch.nn.Module, case: Case, plan: Plan, precision: Precision,
-                    split: dict[str, Any]) -> Instances:
-    """An instance plan's objects in the case's own grid, with the thresholds of `split`
-    (RUN/instance_split.json): Mask R-CNN's detections, or the network's probabilities split by
-    seeded watershed; none outside the ROI."""
-    if plan.instances["method"] == "mask_rcnn":
-        found = objects_from_detections(detections(model, prepare_case(case, plan).image,
-                                                   precision), split["score_threshold"],
-                                        split["mask_threshold"])
-        ids = resize(found.ids[None], case.shape, "nearest")[0].astype(np.int32)
-        if case.roi is not None:
-            ids[~case.roi] = 0
-        present = set(np.unique(ids).tolist())
-        return renumbered(ids, {k: c for k, c in found.classes.items() if k in present},
-                          scores=found.scores)
-    _, probs = predict_case(model, case, plan, precision)
-    if case.roi is not None:
-        probs[:, ~case.roi] = 0
-        probs[0, ~case.roi] = 1
-    return instance_split.split_objects(probs, plan.instances["rim_class"],
-                                        split["seed_threshold"], split["mask_threshold"],
-                                        split["min_seed"])
-
-
-@torch.no_grad()
-def detections(model: torch.nn.Module, image: np.ndarray,
-               precision: Precision) -> dict[str, torch.Tensor]:
-    """Mask R-CNN's output for one prepared (C, *spatial) image: boxes, labels, scores and mask
-    probabilities (N, 1, *spatial), on the CPU."""
-    model.eval()
-    tensor = precision.to_device(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)))
-    with precision.autocast():
-        found = model([tensor])[0]
-    return {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in found.items()}
-
-
-def instance_split_settings(run: Run) -> dict[str, Any]:
-    """The thresholds chosen for the run on its validation cases (the plan's, or the watershed's
-    defaults, before that)."""
-    path = run.path / INSTANCE_SPLIT_FILE
-    if path.is_file():
-        return run.read_json(INSTANCE_SPLIT_FILE)
-    instances = run.plan().instances
-    return dict(instances) if instances["method"] == "mask_rcnn" else dict(instance_split.DEFAULTS)
-
-
-def choose_instance_split(run: Run, precision: Precision) -> dict[str, Any]:
-    """Predicts the validation cases with the best model and chooses the thresholds that give
-    them the best mean DSB score: Mask R-CNN's score threshold, or the watershed's seed and mask
-    thresholds (`seglab.instance_split.choose`); writes RUN/instance_split.json."""
-    plan = run.plan()
-    dataset = open_dataset(run)
-    refs = {ref.case_id: ref for ref in dataset.cases}
-    model = load_model(run, precision)
-    outputs, references = [], []
-    for case_id in run.read_json("split.json")["val"]:
-        case = load_case(dataset, refs[case_id])
-        references.append(case.instances)
-        if plan.instances["method"] == "mask_rcnn":
-            outputs.append(detections(model, prepare_case(case, plan).image, precision))
-        else:
-            outputs.append(predict_case(model, case, plan, precision)[1])
-    if plan.instances["method"] == "mask_rcnn":
-        report = instance_split.choose_score_threshold(outputs, references,
-                                                       plan.instances["mask_threshold"])
-    else:
-        report = instance_split.choose(outputs, references, plan.instances["rim_class"])
-    run.write_json(INSTANCE_SPLIT_FILE, report)
-    return report
 
 
 def postprocessing_steps(run: Run) -> list[dict[str, Any]]:
@@ -276,19 +203,25 @@ def with_tta(plan: Plan, tta: str) -> Plan:
 
 def predict_files(run: Run, inputs: list[str | Path], out: Path, probabilities: bool = False,
                   precision: Precision | None = None, tta: str = "plan",
-                  roi: str | Path | None = None) -> list[Path]:
-    """`seglab predict`: masks (and optionally probability maps) for every input, in `out`; each
-    input's region of interest as training had it (see `attach_rois`)."""
+                  roi: str | Path | None = None, measure: bool = False) -> list[Path]:
+    """`seglab predict` for a semantic run: masks (and optionally probability maps) for every
+    input, in `out`; each input's region of interest as training had it (see `attach_rois`);
+    with `measure`, each mask's classes and components in physical units too."""
     precision = precision or Precision.choose()
+    plan, cases = run_inputs(run, inputs, tta, roi)
+    model = load_model(run, precision)
+    return write_predictions(model, plan, cases, out, probabilities, precision,
+                             postprocessing_steps(run), measure)
+
+
+def run_inputs(run: Run, inputs: list[str | Path], tta: str = "plan",
+               roi: str | Path | None = None) -> tuple[Plan, list[Case]]:
+    """The run's plan (with `tta`) and every input read, checked and given its ROI."""
     plan = with_tta(run.plan(), tta)
     cases = read_inputs(inputs, plan)
     dataset = open_dataset(run) if plan.roi_rule == "file" and roi is None else None
     attach_rois(cases, plan, Path(roi) if roi else None, dataset)
-    model = load_model(run, precision)
-    if plan.task == "instance":
-        return write_objects(model, plan, cases, out, precision, instance_split_settings(run))
-    return write_predictions(model, plan, cases, out, probabilities, precision,
-                             postprocessing_steps(run))
+    return plan, cases
 
 
 def read_inputs(inputs: list[str | Path], plan: Plan) -> list[Case]:
@@ -339,56 +272,25 @@ def _read_roi(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 def write_predictions(model: torch.nn.Module, plan: Plan, cases: list[Case], out: Path,
                       probabilities: bool, precision: Precision,
-                      steps: Sequence[dict[str, Any]] = ()) -> list[Path]:
+                      steps: Sequence[dict[str, Any]] = (), measure: bool = False) -> list[Path]:
     """Predicts each case with `model` (PyTorch, or the ONNX adapter of `seglab.export`) and
-    writes its mask (and probabilities) in the case's own format and geometry."""
+    writes its mask (and probabilities) in the case's own format and geometry; with `measure`,
+    OUT/measurements.csv and .json (`seglab.measure`) for all the masks."""
     value_map = output_value_map(plan)
     output_folder(out)
-    written = []
+    written, measured = [], {}
+    foreground = {k: plan.classes[k] for k in range(1, plan.n_classes)}
     for case in cases:
         mask, probs = predict_case(model, case, plan, precision, steps)
-        written.append(write_mask(mask, case, out, value_map))
+        mask_file = write_mask(mask, case, out, value_map)
+        written.append(mask_file)
+        if case.meta["format"] == "dicom":
+            written += seg_beside(mask, case, out, dict(enumerate(plan.classes)))
         if probabilities:
             written.append(write_probabilities(probs.astype(np.float32), case, out))
-    return written
+        if measure:
+            measured[mask_file.name] = measure_mask(
+                mask, foreground, case.spacing, index_to_world(case.meta, case.dims))
+    return written + (write_measurements(measured, out) if measure else [])
 
 
-def write_objects(model: torch.nn.Module, plan: Plan, cases: list[Case], out: Path,
-                  precision: Precision, split: dict[str, Any]) -> list[Path]:
-    """An instance run's predictions: per case, its object-id mask (0 = none) in the case's own
-    format and geometry, and one objects.csv row per object, measured in physical units
-    (`seglab.measure`: size, equivalent diameter, centroid, bounding box)."""
-    output_folder(out)
-    written, lines, header, results = [], [], None, []
-    for case in cases:
-        found = predict_objects(model, case, plan, precision, split)
-        written.append(write_mask(found.ids, case, out))
-        rows = measure.object_rows(found.ids, found.classes, plan.classes, case.spacing,
-                                   case.meta.get("affine"), found.scores)
-        header = header or (["case", *rows[0]] if rows else None)
-        lines += measure.csv_text(rows, case.case_id)
-        if plan.dims == 2:
-            results += coco_results(found, case.case_id)
-    table = out / "objects.csv"
-    columns = header or ["case", "object", "class", "voxels"]
-    write_text_atomic(table, "\n".join([",".join(columns), *lines]) + "\n")
-    if plan.dims == 2:
-        coco = out / "objects.json"
-        write_text_atomic(coco, json.dumps(results) + "\n")
-        return [*written, table, coco]
-    return [*written, table]
-
-
-def coco_results(found: Instances, image_id: str) -> list[dict[str, Any]]:
-    """2D objects in COCO's results format (what `COCO.loadRes` reads): image id, category (the
-    plan's class index), RLE mask, box (x, y, width, height), area and score."""
-    results = []
-    for object_id, class_index in found.classes.items():
-        mask = np.asfortranarray(found.ids == object_id)
-        rle = coco_mask.encode(mask.astype(np.uint8))
-        rle["counts"] = rle["counts"].decode("ascii")
-        results.append({"image_id": image_id, "category_id": int(class_index),
-                        "segmentation": rle, "bbox": [float(v) for v in coco_mask.toBbox(rle)],
-                        "area": float(coco_mask.area(rle)),
-                        "score": float((found.scores or {}).get(object_id, 1.0))})
-    return results

@@ -187,7 +187,12 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
         task=task,
         instances=instances_section(method, len(fp.classes)) if method else None,
     )
-    return apply_overrides(plan, overrides)
+    plan = apply_overrides(plan, overrides)
+    if plan.model["name"] == "mask_rcnn" and plan.split.get("folds"):
+        raise SeglabError("split.folds: a Mask R-CNN run is not cross-validated (its folds' "
+                          "detections do not average into one ensemble); train it without "
+                          "--folds, or set instances.method=rim_watershed")
+    return plan
 
 
 def _model(fp: Fingerprint, overrides: dict[str, Any], topology: dict) -> tuple[dict, str]:

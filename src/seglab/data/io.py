@@ -200,10 +200,12 @@ def _read(path: Path, label: bool) -> tuple[np.ndarray, tuple[float, ...], Meta]
             array, spacing, meta = _read_tiff(path)
         elif fmt == "nifti":
             array, spacing, meta = _read_nifti(path)
+        elif fmt == "dicom":
+            image, files = _read_dicom(path)
+            array, spacing, meta = _from_sitk(image)
+            meta["dicom_files"] = files  # in the volume's slice order, for DICOM SEG output
         else:
-            array, spacing, meta = _from_sitk(
-                _read_dicom(path) if fmt == "dicom" else sitk.ReadImage(str(path))
-            )
+            array, spacing, meta = _from_sitk(sitk.ReadImage(str(path)))
         if array.ndim not in (3, 4):
             raise ValueError(f"unsupported array shape {array.shape}")
     except Exception as exc:  # each library raises its own kinds of error for a bad file
@@ -268,10 +270,10 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...], Meta]:
     return array, spacing, {"affine": image.affine.copy(), "header": image.header.copy()}
 
 
-def _read_dicom(path: Path) -> sitk.Image:
-    """The series in a folder, or the series a .dcm file belongs to (read through its folder).
-
-    When a folder holds several series, the one with the most slices is read.
+def _read_dicom(path: Path) -> tuple[sitk.Image, list[str]]:
+    """The series in a folder, or the series a .dcm file belongs to (read through its folder),
+    and its files in slice order. When a folder holds several series, the one with the most
+    slices is read.
     """
     folder = path if path.is_dir() else path.parent
     reader = sitk.ImageSeriesReader()
@@ -288,8 +290,9 @@ def _read_dicom(path: Path) -> sitk.Image:
         series = [files for files in series if any(os.path.samefile(f, path) for f in files)]
     if not series:
         raise ValueError("no DICOM series found" + (" holding this file" if path.is_file() else ""))
-    reader.SetFileNames(max(series, key=len))
-    return reader.Execute()
+    files = list(max(series, key=len))
+    reader.SetFileNames(files)
+    return reader.Execute(), files
 
 
 def _from_sitk(image: sitk.Image) -> tuple[np.ndarray, tuple[float, ...], Meta]:

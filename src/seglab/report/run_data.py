@@ -15,6 +15,7 @@ from seglab.data.io import IMAGE_SUFFIXES, read_label, suffix_of
 from seglab.data.layouts import IGNORE_INDEX, CaseRef, Dataset
 from seglab.data.loading import load_case
 from seglab.errors import SeglabError
+from seglab.metrics.instances import iou_with_ids
 from seglab.run import Run
 
 Stats = dict[str, Any]  # {"mean", "std", "n", "undefined"} as `seglab.metrics.summarize` writes
@@ -122,7 +123,8 @@ def ranked_cases(per_case: list[dict[str, Any]]) -> list[tuple[str, str, float]]
 
 @dataclass
 class Shown:
-    """One test case, ready to draw: image (C, *spatial) and class-index maps."""
+    """One test case, ready to draw: image (C, *spatial) and class-index maps, or for an
+    instance run object-id maps with each reference object's class in `objects`."""
 
     case_id: str
     image: np.ndarray
@@ -130,6 +132,7 @@ class Shown:
     prediction: np.ndarray
     counted: np.ndarray  # where the metrics count (ROI, not the ignore label)
     spacing: tuple[float, ...]
+    objects: dict[int, int] | None = None
 
 
 def prediction_files(folder: Path) -> dict[str, Path]:
@@ -141,9 +144,10 @@ def prediction_files(folder: Path) -> dict[str, Path]:
 
 
 def load_shown(dataset: Dataset, ref: CaseRef, predictions: dict[str, Path],
-               value_map: dict[int, int] | None) -> Shown:
+               value_map: dict[int, int] | None, objects: bool = False) -> Shown:
     """The case with its stored prediction mapped back to class indices (`value_map` is the class
-    -> stored value map the prediction was written with)."""
+    -> stored value map the prediction was written with); with `objects` (an instance run), the
+    reference's and the prediction's object ids."""
     stem = ref.images[0].name[: -len(suffix_of(ref.images[0]))] or ref.images[0].name
     path = predictions.get(stem) or predictions.get(ref.case_id)
     if path is None:
@@ -152,10 +156,29 @@ def load_shown(dataset: Dataset, ref: CaseRef, predictions: dict[str, Path],
     raw = read_label(path)
     if case.label is None or raw.shape != case.shape:
         raise SeglabError(f"{path}: size {raw.shape} does not match its case {case.shape}")
-    prediction = raw.copy()
-    for index, value in (value_map or {}).items():
-        prediction[raw == value] = index
     counted = case.label != IGNORE_INDEX
     if case.roi is not None:
         counted &= case.roi
+    if objects and case.instances is not None:
+        return Shown(ref.case_id, case.image, case.instances.ids, raw.astype(np.int64), counted,
+                     case.spacing, dict(case.instances.classes))
+    prediction = raw.copy()
+    for index, value in (value_map or {}).items():
+        prediction[raw == value] = index
     return Shown(ref.case_id, case.image, case.label, prediction, counted, case.spacing)
+
+
+def worst_matched(case: Shown, class_names: list[str], count: int = 5) -> list[dict[str, Any]]:
+    """The `count` reference objects of an instance case that the prediction matches worst:
+    each with its class, size in pixels, and its best IoU with any predicted object (and which);
+    where the metrics count only."""
+    reference = np.where(case.counted, case.label, 0)
+    iou, pred_ids, ref_ids = iou_with_ids(np.where(case.counted, case.prediction, 0), reference)
+    sizes = np.bincount(reference.ravel(), minlength=int(reference.max(initial=0)) + 1)
+    best = iou.max(axis=0) if len(pred_ids) else np.zeros(len(ref_ids))
+    which = iou.argmax(axis=0) if len(pred_ids) else np.zeros(len(ref_ids), int)
+    rows = [{"object": int(r), "class": class_names[case.objects.get(int(r), 0)],
+             "pixels": int(sizes[r]), "best_iou": float(b),
+             "matched_by": int(pred_ids[w]) if b > 0 else None}
+            for r, b, w in zip(ref_ids, best, which)]
+    return sorted(rows, key=lambda row: row["best_iou"])[:count]

@@ -106,10 +106,19 @@ def _overlay(grey: np.ndarray, labels: np.ndarray, colours: np.ndarray) -> np.nd
     return painted
 
 
+def _object_colours(n: int) -> np.ndarray:
+    """Background black, then one colour per object id, cycling through tab20."""
+    palette = colormaps["tab20"].colors
+    return np.array([(0, 0, 0)] + [palette[k % len(palette)] for k in range(n)])
+
+
 def _error_kinds(case: Shown) -> list[np.ndarray]:
-    """Masks of the three kinds in `ERRORS`, inside the counted region."""
-    wrong = (case.prediction != case.label) & case.counted
+    """Masks of the three kinds in `ERRORS`, inside the counted region (objects: the first two,
+    by whether a pixel belongs to any object)."""
     ref_fg, pred_fg = case.label > 0, case.prediction > 0
+    if case.objects is not None:
+        return [pred_fg & ~ref_fg & case.counted, ref_fg & ~pred_fg & case.counted]
+    wrong = (case.prediction != case.label) & case.counted
     return [wrong & ~ref_fg, wrong & ~pred_fg, wrong & ref_fg & pred_fg]
 
 
@@ -127,8 +136,8 @@ def _panels(case: Shown, index: tuple | None) -> list[np.ndarray]:
         grey = _grey(case.image, rgb=case.image.shape[0] == 3)
     else:
         grey = _grey(case.image[(slice(None), *index)], rgb=False)
-    colours = _class_colours(int(max(case.label[case.counted].max(initial=0),
-                                     case.prediction.max(initial=0))))
+    most = int(max(case.label[case.counted].max(initial=0), case.prediction.max(initial=0)))
+    colours = _object_colours(most) if case.objects is not None else _class_colours(most)
     kinds = [pick(k) for k in _error_kinds(case)]
     label = np.where(pick(case.counted), pick(case.label), 0)
     return [grey, _overlay(grey, label, colours), _overlay(grey, pick(case.prediction), colours),
@@ -136,6 +145,11 @@ def _panels(case: Shown, index: tuple | None) -> list[np.ndarray]:
 
 
 def _legend(figure: Figure, case: Shown, class_names: list[str]) -> None:
+    if case.objects is not None:
+        handles = [Patch(color=colormaps["tab20"].colors[0], label="one colour per object"),
+                   *(Patch(color=colour, label=name) for name, colour in ERRORS[:2])]
+        figure.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=9)
+        return
     present = int(max(case.label[case.counted].max(initial=0), case.prediction.max(initial=0)))
     colours = _class_colours(present)
     handles = [Patch(color=colours[k], label=class_names[k] if k < len(class_names) else str(k))

@@ -231,13 +231,14 @@ def _overlays(run: Run, plan: dict[str, Any], per_case: list[dict[str, Any]]) ->
     refs = {ref.case_id: ref for ref in dataset.cases}
     predictions = run_data.prediction_files(run.path / "predictions" / "test")
     value_map = output_value_map(Plan.from_dict(plan))
+    objects = plan.get("task") == "instance"
     parts = []
     for label, case_id, dice in ranked:
         title = f"{label}: {case_id} (mean Dice {dice:.4f})"
         try:
             if case_id not in refs:
                 raise SeglabError(f"{dataset.source}: case {case_id!r} is gone")
-            case = run_data.load_shown(dataset, refs[case_id], predictions, value_map)
+            case = run_data.load_shown(dataset, refs[case_id], predictions, value_map, objects)
         except SeglabError as error:
             parts.append(f'<h3>{html.escape(title)}</h3>'
                          f'<p class="note">{html.escape(str(error))}</p>')
@@ -248,4 +249,19 @@ def _overlays(run: Run, plan: dict[str, Any], per_case: list[dict[str, Any]]) ->
             image, where = overlay_2d(case, plan["classes"]), ""
         parts.append(f'<h3>{html.escape(title)}</h3><p>{html.escape(where)}</p>'
                      f'<img alt="{html.escape(title)}" src="data:image/png;base64,{image}">')
+        if objects:
+            parts.append(_worst_objects(case, plan["classes"]))
     return "".join(parts)
+
+
+def _worst_objects(case: run_data.Shown, class_names: list[str]) -> str:
+    """The reference objects the prediction matches worst, as a table."""
+    rows = run_data.worst_matched(case, class_names)
+    if not rows:
+        return '<p class="note">No reference object in this case.</p>'
+    body = "".join(
+        f"<tr><td>{r['object']}</td><td>{html.escape(r['class'])}</td><td>{r['pixels']}</td>"
+        f"<td>{r['best_iou']:.3f}</td><td>{r['matched_by'] or 'none'}</td></tr>" for r in rows)
+    return ("<table><caption>The reference objects matched worst (best IoU with any predicted "
+            "object; 0.5 counts as found)</caption><tr><th>object</th><th>class</th>"
+            f"<th>pixels</th><th>best IoU</th><th>predicted object</th></tr>{body}</table>")

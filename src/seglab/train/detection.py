@@ -18,7 +18,7 @@ from scipy import ndimage
 from seglab.data.instances import Instances
 from seglab.data.layouts import IGNORE_INDEX
 from seglab.device import Precision
-from seglab.infer import detections
+from seglab.infer_objects import detections
 from seglab.models.mask_rcnn import objects_from_detections
 from seglab.metrics import foreground_dice
 from seglab.plan import Plan
