@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 from seglab import api, evaluate
 from seglab.data.io import read_label
 from seglab.evaluate import evaluate_run
+from seglab.uncertainty import entropy
 from tests.test_train import TINY_2D
 
 
@@ -36,6 +37,20 @@ def test_the_roc_auc_is_that_of_the_probability_maps_predict_writes(
     assert auc["mean"] == pytest.approx(np.mean(expected)) and auc["n"] == len(test)
     assert auc == summary["roc_auc"][name]
     assert 0 <= auc["pooled"] <= 1
+    # the entropy of the same probabilities, against the pixels the masks got wrong
+    pooled_entropy, pooled_error = [], []
+    for case, scored in zip(test, written["per_case"]):
+        probs = np.load(tmp_path / "pred" / f"{case}_probs.npz")["probabilities"]
+        truth = read_label(png_dataset / "labels" / f"{case}.png") > 0
+        wrong = (read_label(run.path / "predictions" / "test" / f"{case}.png") > 0) != truth
+        unsure = entropy(probs)
+        assert scored["uncertainty"]["mean_entropy"] == pytest.approx(unsure.mean(), abs=1e-5)
+        pooled_entropy.append(unsure.ravel())
+        pooled_error.append(wrong.ravel())
+    errors = np.concatenate(pooled_error)
+    if 0 < errors.sum() < errors.size:
+        assert summary["uncertainty"]["error_auc"]["pooled"] == pytest.approx(
+            roc_auc_score(errors, np.concatenate(pooled_entropy)), abs=1e-6)
 
 
 def test_another_folder_keeps_the_runs_own_evaluation_and_applies_the_steps_given(

@@ -23,7 +23,7 @@ LAYERS = [
     {"preprocess"},
     {"run"},
     {"run_setup"},
-    {"postprocess", "metrics", "measure"},
+    {"postprocess", "metrics", "measure", "uncertainty"},
     {"instance_split"},
     {"infer"},
     {"infer_objects"},

@@ -65,6 +65,11 @@ def test_2d_prediction_has_the_input_size_and_the_datasets_values(
     measured = json.loads((tmp_path / "pred" / "measurements.json").read_text())["odd.png"]
     foreground = run.plan().classes[1]
     assert measured["classes"][foreground]["area_mm2"] == (mask == 255).sum()
+    api.predict(run.path, [odd], tmp_path / "unsure", tta="on", uncertainty=True)
+    with np.load(tmp_path / "unsure" / "odd_maps.npz") as maps:  # 3 passes: mutual information
+        assert set(maps.files) == {"entropy", "mutual_information"}
+        assert maps["entropy"].shape == (37, 53) and 0 <= maps["entropy"].min()
+        assert maps["mutual_information"].max() <= maps["entropy"].max() <= 1
 
 
 def test_prediction_applies_the_post_processing_chosen_for_the_run(

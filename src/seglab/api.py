@@ -107,10 +107,13 @@ def predict(run: str | Path | None, inputs: list[str | Path], out: str | Path,
             precision: str = "auto", backend: str = "torch",
             compile: str = "auto", tta: str = "plan", method: str | None = None,
             params: dict[str, Any] | None = None, fit: str | Path | None = None,
-            roi: str | Path | None = None, measure: bool = False) -> list[Path]:
+            roi: str | Path | None = None, measure: bool = False,
+            uncertainty: bool = False) -> list[Path]:
     """Predicts masks for images/volumes (files or folders) in their own format and geometry;
     measure=True also measures each mask's classes and components in physical units
-    (OUT/measurements.csv and .json; an instance run's objects.csv measures its objects).
+    (OUT/measurements.csv and .json; an instance run's objects.csv measures its objects);
+    uncertainty=True writes each input's predictive entropy and, where there are several
+    predictions (mirrored passes, folds), their mutual information (`seglab.uncertainty`).
 
     backend="onnx" runs an exported model with ONNX Runtime: `run` is then the .onnx file (the run
     folder is not needed) or a run folder with export/model.onnx.
@@ -150,7 +153,8 @@ def predict(run: str | Path | None, inputs: list[str | Path], out: str | Path,
     opened, policy = Run.open(run), Precision.choose(device, precision, compile)
     if opened.plan().task == "instance":
         return predict_object_files(opened, inputs, Path(out), policy, tta, roi, probabilities)
-    return predict_files(opened, inputs, Path(out), probabilities, policy, tta, roi, measure)
+    return predict_files(opened, inputs, Path(out), probabilities, policy, tta, roi, measure,
+                         uncertainty)
 
 
 def measure(masks: list[str | Path], out: str | Path, spacing: list[float] | None = None,

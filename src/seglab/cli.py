@@ -95,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="also measure each mask: per class area (mm²) or volume (mL) and "
                               "components, per component size, largest diameter, centroid, box "
                               "(OUT/measurements.csv and .json)")
+    predict.add_argument("--uncertainty", action="store_true",
+                         help="also write per-pixel predictive entropy and, over the mirrored "
+                              "passes and folds, mutual information (<name>_maps.npz, or one "
+                              "NIfTI per map for NIfTI volumes)")
     _device_options(predict)
     predict.set_defaults(handler=_predict)
 
@@ -220,7 +224,7 @@ def _predict(args) -> None:
                           "--out DIR")
     written = predict(args.run, args.inputs, args.out, args.probabilities, args.device,
                       args.precision, args.backend, args.compile, args.tta, roi=args.roi,
-                      measure=args.measure)
+                      measure=args.measure, uncertainty=args.uncertainty)
     print(f"wrote {len(written)} file(s) to {args.out}")
 
 

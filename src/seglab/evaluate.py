@@ -21,8 +21,9 @@ from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.infer import load_model, output_value_map, postprocessing_steps, predict_case
 from seglab.infer_objects import instance_split_settings, predict_objects
-from seglab.metrics import (add_roc_auc, evaluate_case, roc_auc_classes, summarize,
-                            write_tables)
+from seglab.metrics import (add_roc_auc, evaluate_case, roc_auc_cases, roc_auc_classes,
+                            summarize, write_tables)
+from seglab.uncertainty import entropy
 from seglab.metrics.instances import instance_scores
 from seglab.run import Run
 from seglab.run_setup import open_dataset
@@ -31,7 +32,8 @@ EVALUATION = "evaluation"  # RUN/evaluation: the run's own scores, which its rep
 Steps = list[dict[str, Any]]  # post-processing steps (`seglab.postprocess`)
 # A test case, its mask before post-processing, and the score map of each foreground class
 # (probabilities; None where the method gives none).
-Outputs = tuple[Case, np.ndarray, dict[int, np.ndarray] | None]
+# A case, its mask, its score map per foreground class (or None), its uncertainty map (or None).
+Outputs = tuple[Case, np.ndarray, dict[int, np.ndarray] | None, np.ndarray | None]
 
 
 def evaluate_run(run: Run, precision: Precision | None = None,
@@ -55,7 +57,7 @@ def evaluate_run(run: Run, precision: Precision | None = None,
         for case_id in test_ids:
             case = load_case(dataset, refs[case_id])
             mask, probs = predict_case(model, case, plan, precision)
-            yield case, mask, {k: probs[k] for k in range(1, plan.n_classes)}
+            yield case, mask, {k: probs[k] for k in range(1, plan.n_classes)}, entropy(probs)
 
     summaries = score_variants(run, outputs(), variants or {EVALUATION: postprocessing_steps(run)})
     return next(iter(summaries.values()))
@@ -90,13 +92,19 @@ def score_variants(run: Run, outputs: Iterable[Outputs],
 
     Besides the mask metrics, each summary holds the ROC AUC of every foreground class's score
     map (`roc_auc`: inside the ROI, per case and pooled over the cases; post-processing changes
-    masks, not scores, so it is the same for every variant). The score maps are kept until the
-    end for it (4 bytes per voxel and foreground class)."""
+    masks, not scores, so it is the same for every variant), and where the outputs carry an
+    uncertainty map, how well it finds the variant's misclassified pixels (`uncertainty`, see
+    `_uncertainty_summary`). The maps are kept until the end for it (4 bytes per voxel and
+    foreground class, 5 for the uncertainty)."""
     plan = run.plan()
     value_map = output_value_map(plan)
     per_case: dict[str, list[dict[str, Any]]] = {folder: [] for folder in variants}
     scored = []
-    for case, mask, scores in outputs:
+    uncertain: dict[str, list] = {folder: [] for folder in variants}
+    for case, mask, scores, uncertainty in outputs:
+        counted = case.label != IGNORE_INDEX
+        if case.roi is not None:
+            counted &= case.roi
         for folder, steps in variants.items():
             final = postprocess.apply(mask, steps)
             masks = run.path / "predictions" / ("test" if folder == EVALUATION else
@@ -104,6 +112,8 @@ def score_variants(run: Run, outputs: Iterable[Outputs],
             write_mask(final, case, masks, value_map)
             per_case[folder].append({"case": case.case_id, **evaluate_case(
                 final, case.label, plan.classes, case.spacing, case.roi, IGNORE_INDEX)})
+            if uncertainty is not None:
+                uncertain[folder].append((uncertainty, final != case.label, counted))
         if scores is not None:
             scored.append((scores, case.label, case.roi))
     auc = roc_auc_classes(scored, plan.classes, IGNORE_INDEX) if scored else None
@@ -112,8 +122,30 @@ def score_variants(run: Run, outputs: Iterable[Outputs],
         summaries[folder] = summarize(cases)
         if auc is not None:
             summaries[folder]["roc_auc"] = add_roc_auc(cases, auc)
+        if uncertain[folder]:
+            summaries[folder]["uncertainty"] = _uncertainty_summary(cases, uncertain[folder])
         write_tables(cases, summaries[folder], run.path / folder)
     return summaries
+
+
+def _uncertainty_summary(cases: list[dict[str, Any]],
+                         maps: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Per case (written into `cases`) and over the test set: the mean predictive entropy where
+    the metrics count, and the ROC AUC of the entropy for telling the misclassified pixels from
+    the right ones (per case, their mean, and all test pixels pooled); with the error rate in
+    ten bins of entropy, for the report's plot."""
+    auc = roc_auc_cases(maps)
+    for case, (uncertainty, _, counted), value in zip(cases, maps, auc["per_case"]):
+        case["uncertainty"] = {"mean_entropy": float(uncertainty[counted].mean()),
+                               "error_auc": value}
+    values = np.concatenate([u[c] for u, _, c in maps])
+    errors = np.concatenate([e[c] for _, e, c in maps])
+    bins = np.minimum((values * 10).astype(int), 9)
+    rates = [float(errors[bins == b].mean()) if (bins == b).any() else None for b in range(10)]
+    return {"mean_entropy": float(values.mean()),
+            "error_auc": {k: v for k, v in auc.items() if k != "per_case"},
+            "error_rate_by_entropy": rates,
+            "pixels_by_entropy": [int((bins == b).sum()) for b in range(10)]}
 
 
 def evaluate_folders(pred: Path, reference: Path, out: Path, classes: list[str] | None = None,

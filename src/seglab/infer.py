@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from seglab.models.mask_rcnn import build_mask_rcnn
 from seglab.case import Case
 from seglab.data.dicom_seg import seg_beside
 from seglab.data.io import (IMAGE_SUFFIXES, output_folder, read_image, read_label, suffix_of,
-                            write_mask, write_probabilities)
+                            write_maps, write_mask, write_probabilities)
 from seglab.data.layouts import IGNORE_INDEX, Dataset
 from seglab.data.loading import field_of_view, load_case
 from seglab.device import Precision
@@ -28,6 +28,7 @@ from seglab.plan import Plan
 from seglab.preprocess import prepare_case, resize
 from seglab.run import Run, load_checkpoint
 from seglab.run_setup import open_dataset
+from seglab.uncertainty import Passes
 
 POSTPROCESSING_FILE = "postprocessing.json"
 
@@ -66,13 +67,15 @@ class Ensemble(torch.nn.Module):
 
 
 @torch.no_grad()
-def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, plan: Plan,
-                           precision: Precision) -> torch.Tensor:
-    """Class probabilities (K, *spatial), float32 on the CPU, for a prepared (C, *spatial) image.
+def sliding_window_passes(model: torch.nn.Module, image: np.ndarray, plan: Plan,
+                          precision: Precision) -> Iterator[torch.Tensor]:
+    """Class probabilities (K, *spatial), float32 on the CPU, of each pass over a prepared
+    (C, *spatial) image: the image itself, then mirrored along each of `mirror_axes` (flipped
+    back).
 
     Windows of the patch size overlap by `plan.inference.overlap`; their softmax outputs are
     blended with Gaussian weights (MONAI's `sliding_window_inference`); images smaller than a
-    patch are padded. Mirroring along `mirror_axes` averages the flipped predictions.
+    patch are padded.
     """
     inputs = precision.to_device(torch.from_numpy(np.ascontiguousarray(image))[None])
     options = plan.inference
@@ -87,12 +90,21 @@ def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, plan: Plan
             x, roi_size=plan.patch_size, sw_batch_size=options["batch_size"], predictor=predictor,
             overlap=options["overlap"], mode=options["blend"], padding_mode="constant")
 
-    probs = window(inputs)
-    mirror_axes = options.get("mirror_axes") or []
-    for axis in mirror_axes:
+    yield window(inputs)[0].float().cpu()
+    for axis in options.get("mirror_axes") or []:
         flipped = (axis + 2,)
-        probs = probs + window(inputs.flip(flipped)).flip(flipped)
-    return (probs / (1 + len(mirror_axes)))[0].float().cpu()
+        yield window(inputs.flip(flipped)).flip(flipped)[0].float().cpu()
+
+
+def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, plan: Plan,
+                           precision: Precision) -> torch.Tensor:
+    """The mean of `sliding_window_passes`: mirroring along `mirror_axes` averages the flipped
+    predictions."""
+    total, count = None, 0
+    for probs in sliding_window_passes(model, image, plan, precision):
+        total = probs if total is None else total + probs
+        count += 1
+    return total / count
 
 
 def predict_case(model: torch.nn.Module, case: Case, plan: Plan, precision: Precision,
@@ -102,10 +114,31 @@ def predict_case(model: torch.nn.Module, case: Case, plan: Plan, precision: Prec
     prepared = prepare_case(case, plan)
     probs = sliding_window_predict(model, prepared.image, plan, precision).numpy()
     probs = resize(probs, case.shape, "linear")
+    return _mask_in_case(probs, case, steps), probs
+
+
+def predict_case_uncertainty(model: torch.nn.Module, case: Case, plan: Plan,
+                             precision: Precision, steps: Sequence[dict[str, Any]] = ()
+                             ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """`predict_case` with the uncertainty maps of `seglab.uncertainty` in the case's grid: the
+    entropy of the mean prediction, and the mutual information over every pass of every member
+    (a cross-validated run's folds times the planned mirrorings) where there are two or more."""
+    prepared = prepare_case(case, plan)
+    passes = Passes()
+    for member in model.members if isinstance(model, Ensemble) else [model]:
+        for probs in sliding_window_passes(member, prepared.image, plan, precision):
+            passes.add(probs.numpy())
+    probs = resize(passes.mean(), case.shape, "linear")
+    maps = {name: resize(value[None], case.shape, "linear")[0]
+            for name, value in passes.maps().items()}
+    return _mask_in_case(probs, case, steps), probs, maps
+
+
+def _mask_in_case(probs: np.ndarray, case: Case, steps: Sequence[dict[str, Any]]) -> np.ndarray:
     mask = probs.argmax(axis=0).astype(np.uint8)
     if case.roi is not None:
         mask[~case.roi] = 0
-    return postprocess.apply(mask, steps), probs
+    return postprocess.apply(mask, steps)
 
 
 def postprocessing_steps(run: Run) -> list[dict[str, Any]]:
@@ -203,15 +236,17 @@ def with_tta(plan: Plan, tta: str) -> Plan:
 
 def predict_files(run: Run, inputs: list[str | Path], out: Path, probabilities: bool = False,
                   precision: Precision | None = None, tta: str = "plan",
-                  roi: str | Path | None = None, measure: bool = False) -> list[Path]:
+                  roi: str | Path | None = None, measure: bool = False,
+                  uncertainty: bool = False) -> list[Path]:
     """`seglab predict` for a semantic run: masks (and optionally probability maps) for every
     input, in `out`; each input's region of interest as training had it (see `attach_rois`);
-    with `measure`, each mask's classes and components in physical units too."""
+    with `measure`, each mask's classes and components in physical units too; with
+    `uncertainty`, its entropy and mutual information maps (`predict_case_uncertainty`)."""
     precision = precision or Precision.choose()
     plan, cases = run_inputs(run, inputs, tta, roi)
     model = load_model(run, precision)
     return write_predictions(model, plan, cases, out, probabilities, precision,
-                             postprocessing_steps(run), measure)
+                             postprocessing_steps(run), measure, uncertainty)
 
 
 def run_inputs(run: Run, inputs: list[str | Path], tta: str = "plan",
@@ -272,22 +307,28 @@ def _read_roi(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 def write_predictions(model: torch.nn.Module, plan: Plan, cases: list[Case], out: Path,
                       probabilities: bool, precision: Precision,
-                      steps: Sequence[dict[str, Any]] = (), measure: bool = False) -> list[Path]:
+                      steps: Sequence[dict[str, Any]] = (), measure: bool = False,
+                      uncertainty: bool = False) -> list[Path]:
     """Predicts each case with `model` (PyTorch, or the ONNX adapter of `seglab.export`) and
-    writes its mask (and probabilities) in the case's own format and geometry; with `measure`,
-    OUT/measurements.csv and .json (`seglab.measure`) for all the masks."""
+    writes its mask (and probabilities, and uncertainty maps) in the case's own format and
+    geometry; with `measure`, OUT/measurements.csv and .json (`seglab.measure`) for all."""
     value_map = output_value_map(plan)
     output_folder(out)
     written, measured = [], {}
     foreground = {k: plan.classes[k] for k in range(1, plan.n_classes)}
     for case in cases:
-        mask, probs = predict_case(model, case, plan, precision, steps)
+        if uncertainty:
+            mask, probs, maps = predict_case_uncertainty(model, case, plan, precision, steps)
+        else:
+            mask, probs = predict_case(model, case, plan, precision, steps)
         mask_file = write_mask(mask, case, out, value_map)
         written.append(mask_file)
         if case.meta["format"] == "dicom":
             written += seg_beside(mask, case, out, dict(enumerate(plan.classes)))
         if probabilities:
             written.append(write_probabilities(probs.astype(np.float32), case, out))
+        if uncertainty:
+            written += write_maps(maps, case, out)
         if measure:
             measured[mask_file.name] = measure_mask(
                 mask, foreground, case.spacing, index_to_world(case.meta, case.dims))

@@ -110,7 +110,7 @@ def evaluate_cases(segmenter: Segmenter, cases: list[Case], run: Run,
         for case in cases:
             mask = _segment(segmenter, case)
             score = segmenter.score(case.image, case.roi)
-            yield case, mask, None if score is None else {1: score}
+            yield case, mask, None if score is None else {1: score}, None
 
     with remembering_responses():
         return score_variants(run, outputs(), variants)

@@ -125,6 +125,28 @@ def write_mask(
     return out
 
 
+def write_maps(maps: dict[str, np.ndarray], like: Case, out_dir: Path) -> list[Path]:
+    """Write float maps (*spatial each, e.g. uncertainty) next to a mask: one NIfTI per map with
+    the input's affine (`<stem>_<name>.nii.gz`) for a 3D NIfTI input, else one compressed
+    `<stem>_maps.npz` holding each map under its name."""
+    stem = _stem(Path(like.meta["path"]), like.meta["format"])
+    for name, value in maps.items():
+        if value.shape != like.shape:
+            raise ValueError(f"map {name} {value.shape} does not match the image {like.shape}")
+    if like.meta["format"] == "nifti" and like.dims == 3:
+        written = []
+        for name, value in maps.items():
+            out = Path(out_dir) / f"{stem}_{name}.nii.gz"
+            with atomic_path(out) as tmp:
+                nib.save(_nifti_like(np.asarray(value, np.float32), like), tmp)
+            written.append(out)
+        return written
+    out = Path(out_dir) / f"{stem}_maps.npz"
+    with atomic_path(out) as tmp:
+        np.savez_compressed(tmp, **{k: np.asarray(v, np.float32) for k, v in maps.items()})
+    return [out]
+
+
 def write_probabilities(probs: np.ndarray, like: Case, out_dir: Path) -> Path:
     """Write class probabilities (K, *spatial) next to a mask: a 4D NIfTI with the input's affine
     for a 3D NIfTI input, else a compressed `<stem>_probs.npz` holding "probabilities"."""

@@ -98,7 +98,9 @@ def case_values(case: dict[str, Any], settings: dict[str, Any] | None = None
             if m == "dice" and v is not None and name != case.get("background")]
     whole = {(None, k): v for k, v in case.items()
              if k != "case" and k not in (settings or {}) and _number(v)}
-    return {RANKING: float(np.mean(dice)) if dice else None, **whole, **values}
+    grouped = {(k, m): v for k, entry in case.items() if k != "classes" and isinstance(entry, dict)
+               for m, v in entry.items() if _number(v)}  # e.g. "uncertainty", "objects"
+    return {RANKING: float(np.mean(dice)) if dice else None, **whole, **values, **grouped}
 
 
 def per_case_columns(rows: list[dict[Column, float | None]]) -> list[Column]:

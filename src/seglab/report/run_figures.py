@@ -69,6 +69,24 @@ def box_plots(values: dict[str, dict[str, list[float]]]) -> str:
     return figure_png(figure)
 
 
+def uncertainty_plot(summary: dict[str, Any]) -> str:
+    """The error rate in each tenth of predictive entropy, with how many pixels fall there."""
+    centres = np.arange(10) / 10 + 0.05
+    rates = [np.nan if r is None else r for r in summary["error_rate_by_entropy"]]
+    figure = _figure(6.5, 3.2)
+    axes = figure.add_subplot(1, 1, 1)
+    axes.bar(centres, rates, width=0.09, color=colormaps["tab10"].colors[3])
+    axes.set_xlabel("predictive entropy")
+    axes.set_ylabel("error rate")
+    axes.set_xlim(0, 1)
+    counts = axes.twinx()
+    counts.plot(centres, summary["pixels_by_entropy"], color="black", marker="o", markersize=3)
+    counts.set_yscale("log")
+    counts.set_ylabel("pixels (line)")
+    axes.grid(alpha=0.3)
+    return figure_png(figure)
+
+
 def error_centre(errors: np.ndarray) -> tuple[tuple[int, ...], int] | None:
     """The voxel of the largest connected error component nearest to its centre of mass (a
     voxel of the component itself, so that slices through it cut the error), and its size."""

@@ -19,7 +19,8 @@ from seglab.data.io import write_text_atomic
 from seglab.errors import SeglabError
 from seglab.report import run_data
 from seglab.report.run_data import Column
-from seglab.report.run_figures import box_plots, learning_curves, overlay_2d, overlay_3d
+from seglab.report.run_figures import (box_plots, learning_curves, overlay_2d, overlay_3d,
+                                       uncertainty_plot)
 from seglab.report.run_tables import case_table, fmt, pairs_table, summary_tables
 from seglab.run import Run
 
@@ -195,10 +196,26 @@ def _evaluation(run: Run, plan: dict[str, Any]) -> list[tuple[str, str, str]]:
         raise SeglabError(f"{run.path / 'evaluation' / 'metrics.json'}: no per-case metrics")
     parts = run_data.split_summary(summary)
     rows = [run_data.case_values(case, parts.settings) for case in per_case]
-    return [("metrics", "Metrics per class", summary_tables(summary, parts)),
-            ("cases", "Per-case metrics", case_table(per_case, rows)),
-            ("boxes", "Per-case distributions", _boxes(rows)),
+    sections = [("metrics", "Metrics per class", summary_tables(summary, parts)),
+                ("cases", "Per-case metrics", case_table(per_case, rows)),
+                ("boxes", "Per-case distributions", _boxes(rows))]
+    if uncertainty := summary.get("uncertainty"):
+        sections.append(("uncertainty", "Uncertainty", _uncertainty(uncertainty)))
+    return [*sections,
             ("overlays", "Best, median and worst test case", _overlays(run, plan, per_case))]
+
+
+def _uncertainty(summary: dict[str, Any]) -> str:
+    """How well the predictive entropy finds the errors: its ROC AUC, and the error rate per
+    entropy bin."""
+    auc = summary["error_auc"]
+    pooled = "n/a" if auc.get("pooled") is None else f"{auc['pooled']:.4f}"
+    text = (f"<p>Predictive entropy (0: certain, 1: every class equally likely), mean "
+            f"{summary['mean_entropy']:.4f} over the counted test pixels. As a detector of the "
+            f"misclassified pixels its ROC AUC is {pooled} (all test pixels pooled; per-case "
+            "values in the table above).</p>")
+    return (f'{text}<img alt="error rate against predictive entropy" '
+            f'src="data:image/png;base64,{uncertainty_plot(summary)}">')
 
 
 def _boxes(rows: list[dict[Column, float | None]]) -> str:
