@@ -28,7 +28,7 @@ LAYERS = [
     {"infer"},
     {"infer_objects"},
     {"train"},
-    {"evaluate", "export"},
+    {"evaluate", "export", "explain"},
     {"report"},
     {"classical"},
     {"compare"},

@@ -110,8 +110,12 @@ def test_training_writes_a_report_with_data_plan_curves_tables_boxes_and_three_o
                  "Metrics per class", "cell", "crystal", "hd95", "pixel_accuracy", "sortTable"):
         assert text in page, text
     alts = _images(page)
-    assert alts[:2] == ["learning curves", "box plots of the per-case metrics"]
-    assert [a.split(":")[0] for a in alts[2:]] == ["best", "median", "worst"]
+    assert alts[:3] == ["learning curves", "box plots of the per-case metrics",
+                        "error rate against predictive entropy"]
+    shown = [a for a in alts[3:] if not a.startswith("Grad-CAM of ")]
+    assert [a.split(":")[0] for a in shown] == ["best", "median", "worst"]
+    assert len(alts) == 3 + 2 * 3  # each case's overlay and its Grad-CAM
+    assert "As a detector of the misclassified pixels its ROC AUC is" in page
     assert "http://" not in page and "https://" not in page and "<link" not in page
 
 
@@ -129,7 +133,9 @@ def test_3d_report_shows_orthogonal_slices_through_the_largest_error(run_3d: Run
     test_ids = run_3d.read_json("split.json")["test"]
     assert sorted(_table_rows(page, "per-case")) == sorted(test_ids)
     assert "shell dice" in page and "core dice" in page  # several classes: columns per class
-    assert len(_images(page)) == 2 + len(test_ids)
+    alts = _images(page)  # curves, boxes, uncertainty; per case its slices and its Grad-CAM
+    assert len(alts) == 3 + 2 * len(test_ids)
+    assert sum(a.startswith("Grad-CAM of ") for a in alts) == len(test_ids)
     slices = page.count("slices through the largest error") + page.count("no errors; slices")
     assert slices == len(test_ids)
 

@@ -102,6 +102,17 @@ def _parser() -> argparse.ArgumentParser:
     _device_options(predict)
     predict.set_defaults(handler=_predict)
 
+    explain = commands.add_parser(
+        "explain", help="class activation maps (Grad-CAM) of a run for some images")
+    explain.add_argument("run")
+    explain.add_argument("inputs", nargs="+", help="image files, volumes, folders")
+    explain.add_argument("--out", required=True, type=Path)
+    explain.add_argument("--class", dest="class_name", metavar="NAME",
+                         help="the class to explain (default: every foreground class)")
+    explain.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++",
+                                                                 "hirescam"])
+    explain.set_defaults(handler=_explain)
+
     measure = commands.add_parser(
         "measure", help="measure masks in physical units: classes and connected components")
     measure.add_argument("masks", nargs="+", help="mask files or folders (PNG, TIFF, NIfTI, ...)")
@@ -226,6 +237,13 @@ def _predict(args) -> None:
                       args.precision, args.backend, args.compile, args.tta, roi=args.roi,
                       measure=args.measure, uncertainty=args.uncertainty)
     print(f"wrote {len(written)} file(s) to {args.out}")
+
+
+def _explain(args) -> None:
+    from seglab.api import explain
+
+    written = explain(args.run, args.inputs, args.out, args.class_name, args.method)
+    print(f"wrote {len(written)} map file(s) to {args.out}")
 
 
 def _measure(args) -> None:

@@ -69,6 +69,24 @@ def box_plots(values: dict[str, dict[str, list[float]]]) -> str:
     return figure_png(figure)
 
 
+def cam_figure(image: np.ndarray, cam: np.ndarray) -> str:
+    """The image and its class activation map over it (jet, half transparent); a volume by its
+    slice (first axis) through the map's maximum."""
+    if cam.ndim == 3:
+        index = int(np.unravel_index(np.argmax(cam), cam.shape)[0])
+        image, cam = image[:, index], cam[index]
+    grey = _grey(image, rgb=image.shape[0] == 3)
+    heat = colormaps["jet"](np.clip(cam, 0, 1))[..., :3]
+    height, width = cam.shape
+    figure = _figure(8, 4 * height / width + 0.3)
+    for column, panel in enumerate((grey, 0.5 * grey + 0.5 * heat)):
+        axes = figure.add_subplot(1, 2, column + 1)
+        axes.imshow(panel, interpolation="nearest")
+        axes.set_title(("image", "Grad-CAM")[column], fontsize=10)
+        axes.set_axis_off()
+    return figure_png(figure)
+
+
 def uncertainty_plot(summary: dict[str, Any]) -> str:
     """The error rate in each tenth of predictive entropy, with how many pixels fall there."""
     centres = np.arange(10) / 10 + 0.05

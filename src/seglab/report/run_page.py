@@ -10,7 +10,7 @@ import json
 import math
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -19,8 +19,8 @@ from seglab.data.io import write_text_atomic
 from seglab.errors import SeglabError
 from seglab.report import run_data
 from seglab.report.run_data import Column
-from seglab.report.run_figures import (box_plots, learning_curves, overlay_2d, overlay_3d,
-                                       uncertainty_plot)
+from seglab.report.run_figures import (box_plots, cam_figure, learning_curves, overlay_2d,
+                                       overlay_3d, uncertainty_plot)
 from seglab.report.run_tables import case_table, fmt, pairs_table, summary_tables
 from seglab.run import Run
 
@@ -249,6 +249,8 @@ def _overlays(run: Run, plan: dict[str, Any], per_case: list[dict[str, Any]]) ->
     predictions = run_data.prediction_files(run.path / "predictions" / "test")
     value_map = output_value_map(Plan.from_dict(plan))
     objects = plan.get("task") == "instance"
+    explained = _class_maps(run, Plan.from_dict(plan), dataset, refs) if not objects and (
+        "classical" not in plan["model"]) else None
     parts = []
     for label, case_id, dice in ranked:
         title = f"{label}: {case_id} (mean Dice {dice:.4f})"
@@ -268,7 +270,35 @@ def _overlays(run: Run, plan: dict[str, Any], per_case: list[dict[str, Any]]) ->
                      f'<img alt="{html.escape(title)}" src="data:image/png;base64,{image}">')
         if objects:
             parts.append(_worst_objects(case, plan["classes"]))
+        if explained is not None:
+            parts.append(explained(case))
     return "".join(parts)
+
+
+def _class_maps(run: Run, plan: Any, dataset: Any,
+                refs: dict[str, Any]) -> Callable[[run_data.Shown], str]:
+    """A function drawing a shown case's Grad-CAM (`seglab.explain`) for the foreground class
+    with the most reference pixels in it; the run's model is loaded on first use."""
+    from seglab.data.loading import load_case
+    from seglab.device import Precision
+    from seglab.explain import explain_case
+    from seglab.infer import load_model
+
+    loaded: list = []
+
+    def draw(shown: run_data.Shown) -> str:
+        if not loaded:
+            loaded.append(load_model(run, Precision.choose(precision="fp32")))
+        counts = np.bincount(shown.label[shown.counted].ravel(), minlength=plan.n_classes)
+        index = int(np.argmax(counts[1:plan.n_classes])) + 1
+        case = load_case(dataset, refs[shown.case_id])
+        cam = explain_case(loaded[0], case, plan, index)
+        title = f"Grad-CAM of {plan.classes[index]} (the explained score: its log-odds where " \
+                "it is predicted)"
+        return (f"<p>{html.escape(title)}</p><img alt=\"{html.escape(title)}\" "
+                f"src=\"data:image/png;base64,{cam_figure(case.image, cam)}\">")
+
+    return draw
 
 
 def _worst_objects(case: run_data.Shown, class_names: list[str]) -> str:
