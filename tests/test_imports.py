@@ -29,6 +29,8 @@ LAYERS = [
     {"infer_objects"},
     {"train"},
     {"evaluate", "export", "explain"},
+    {"serve_page"},
+    {"serve"},
     {"report"},
     {"classical"},
     {"compare"},

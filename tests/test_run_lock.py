@@ -52,6 +52,9 @@ def test_a_second_resume_of_a_run_in_training_exits_2_and_one_after_kill_9_proce
     third = _seglab("train", "--out", str(out), "--resume", "--no-evaluate",
                     "--set", f"epochs={done + 1}")
     assert third.returncode == 0, third.stderr
+    assert "\r" not in third.stdout + third.stderr  # piped: one line per epoch, no redrawn bar
+    assert [line.split()[:2] for line in third.stdout.splitlines()
+            if line.startswith("epoch")] == [["epoch", str(done + 1)]]
     epochs = [record["epoch"] for record in Run.open(out).log()]
     assert epochs == list(range(1, done + 2)) and len(epochs) >= epochs_before
 

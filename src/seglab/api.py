@@ -250,3 +250,12 @@ def explain(run: str | Path, inputs: list[str | Path], out: str | Path,
     from seglab.explain import explain_files  # opencv only when asked for
 
     return explain_files(Run.open(run), inputs, Path(out), class_name, method)
+
+
+def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000,
+          max_upload_mb: float = 64, token: str | None = None, queue: int = 4) -> None:
+    """`seglab serve`: the run's model behind a web service and page (`seglab.serve`), until
+    interrupted; on loopback unless `host` says otherwise."""
+    from seglab.serve import serve as run_service  # fastapi and uvicorn only when serving
+
+    run_service(Run.open(run), host, port, max_upload_mb, token, queue)

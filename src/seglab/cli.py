@@ -113,6 +113,18 @@ def _parser() -> argparse.ArgumentParser:
                                                                  "hirescam"])
     explain.set_defaults(handler=_explain)
 
+    service = commands.add_parser(
+        "serve", help="a web service and page that segment uploaded images with a run")
+    service.add_argument("run")
+    service.add_argument("--host", default="127.0.0.1",
+                         help="address to listen on (default loopback only)")
+    service.add_argument("--port", type=int, default=8000)
+    service.add_argument("--max-upload-mb", type=float, default=64)
+    service.add_argument("--token", help="require Authorization: Bearer TOKEN on the API")
+    service.add_argument("--queue", type=int, default=4,
+                         help="requests that may wait while one runs (then 503)")
+    service.set_defaults(handler=_serve)
+
     measure = commands.add_parser(
         "measure", help="measure masks in physical units: classes and connected components")
     measure.add_argument("masks", nargs="+", help="mask files or folders (PNG, TIFF, NIfTI, ...)")
@@ -237,6 +249,12 @@ def _predict(args) -> None:
                       args.precision, args.backend, args.compile, args.tta, roi=args.roi,
                       measure=args.measure, uncertainty=args.uncertainty)
     print(f"wrote {len(written)} file(s) to {args.out}")
+
+
+def _serve(args) -> None:
+    from seglab.api import serve
+
+    serve(args.run, args.host, args.port, args.max_upload_mb, args.token, args.queue)
 
 
 def _explain(args) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -106,8 +107,10 @@ def _train(run: Run, dist: Distributed, precision: Precision | None, progress: b
         if dist.is_main:
             _save(run, record, state, improved, model, optimizer, adversary)
         if progress and dist.is_main:
-            tqdm.write(f"epoch {state['epoch']:>3}  loss {record['loss']:.4f}  val Dice "
-                       f"{val['mean_dice']:.4f}  ({state['elapsed']:.0f} s)")
+            tqdm.write(f"epoch {state['epoch']:>3}  step {state['step']}  loss "
+                       f"{record['loss']:.4f}  val Dice {val['mean_dice']:.4f}  lr "
+                       f"{record['lr']:.2e}  ({state['elapsed']:.0f} s)")
+            sys.stdout.flush()  # a piped log shows each epoch when it ends
     dist.barrier()
     return record
 
@@ -164,7 +167,10 @@ def _train_epoch(net: torch.nn.Module, step: "TrainStep", batches: DataLoader, p
     net.train()
     started, losses = time.monotonic(), []
     total_steps = plan.epochs * plan.iterations_per_epoch
-    bar = tqdm(batches, disable=not (progress and dist.is_main), leave=False,
+    # A bar redrawn in place only on a terminal: piped into a log it would leave thousands of
+    # carriage-return frames; there the epoch's one line (`_train`) is the progress.
+    bar = tqdm(batches, disable=not (progress and dist.is_main and sys.stderr.isatty()),
+               leave=False,
                desc=f"epoch {state['epoch'] + 1}/{plan.epochs}")
     for images, labels in bar:
         # The slowest rank's clock, so that every rank sets the same rate and stops together.
