@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from seglab import api
 from seglab.data.io import read_label
+from seglab.errors import SeglabError
 from seglab.run import Run, load_checkpoint
 from tests.conftest import nifti_affine
 
@@ -104,6 +105,30 @@ def _start_training(data: Path, out: Path, *extra: str) -> subprocess.Popen:
             "--out", str(out), "--no-evaluate"]
     return subprocess.Popen(args + ([] if "--resume" in extra else settings) + list(extra),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("kind", ["tensorboard", "mlflow"])
+def test_log_writes_every_epoch_and_an_overlay_to_local_files(
+        png_dataset: Path, tmp_path: Path, kind: str) -> None:
+    run = api.train(png_dataset, tmp_path / "run", TINY_2D, progress=False, evaluate=False,
+                    log=kind)
+    if kind == "tensorboard":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(run.path / "tensorboard")).Reload()
+        assert [e.step for e in events.Scalars("mean_dice")] == [r["step"] for r in run.log()]
+        assert len(events.Images("validation/overlay")) == len(run.log())
+    else:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        from mlflow import MlflowClient
+
+        client = MlflowClient((run.path / "mlruns").resolve().as_uri())
+        found = client.search_runs([client.get_experiment_by_name("seglab").experiment_id])
+        history = client.get_metric_history(found[0].info.run_id, "loss")
+        assert [m.step for m in history] == [r["step"] for r in run.log()]
+    with pytest.raises(SeglabError, match="--log wandb: expected one of tensorboard, mlflow"):
+        api.train(png_dataset, tmp_path / "other", TINY_2D, log="wandb")
+    assert not (tmp_path / "other").exists()
 
 
 def test_training_killed_mid_epoch_resumes_and_finishes(png_dataset: Path, tmp_path: Path) -> None:

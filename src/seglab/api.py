@@ -19,6 +19,7 @@ from seglab.report.run_page import write_report
 from seglab.run import Run
 from seglab.train.distributed import Distributed
 from seglab.train.loop import train as train_run
+from seglab.train.tracking import KINDS as TRACKERS
 from seglab.run_setup import create_run, fold_run
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def train(data: str | Path | None, out: str | Path, overrides: dict[str, Any] | 
           resume: bool = False, device: str = "auto", precision: str = "auto",
           progress: bool = True, evaluate: bool = True, compile: str = "auto",
           minutes: float | None = None, folds: int | None = None,
-          fold: int | None = None) -> Run:
+          fold: int | None = None, log: str | None = None) -> Run:
     """Plans and trains a new run in `out` (or continues it with resume=True), then evaluates its
     test split and writes RUN/report.html. device, precision and compile override the machine's
     policy (`seglab.device`).
@@ -55,6 +56,8 @@ def train(data: str | Path | None, out: str | Path, overrides: dict[str, Any] | 
     out-of-fold predictions choose the post-processing, and the folds' ensemble is the run's
     model; fold= trains that fold only (creating the run first if needed), and the ensemble is
     evaluated once every fold has finished."""
+    if log is not None and log not in TRACKERS:
+        raise SeglabError(f"--log {log}: expected one of {', '.join(TRACKERS)}")
     overrides = dict(overrides or {})
     if minutes is not None:
         overrides["time_budget_minutes"] = minutes
@@ -71,7 +74,7 @@ def train(data: str | Path | None, out: str | Path, overrides: dict[str, Any] | 
     if run.fold_count() == 0:
         if fold is not None:
             raise SeglabError(f"--fold {fold}: {run.path} is not cross-validated (--folds N)")
-        train_run(run, policy, progress and dist.is_main, resumed)
+        train_run(run, policy, progress and dist.is_main, resumed, log)
         if dist.is_main:
             _finish(run, policy, evaluate)
     else:
@@ -79,7 +82,7 @@ def train(data: str | Path | None, out: str | Path, overrides: dict[str, Any] | 
             if dist.is_main:
                 fold_run(run, k)
             dist.barrier()
-            train_run(run.fold(k), policy, progress and dist.is_main, resumed)
+            train_run(run.fold(k), policy, progress and dist.is_main, resumed, log)
             if dist.is_main:
                 _finish(run.fold(k), policy, evaluate)
         folds_done = all(run.fold(k).path.is_dir() and run.fold(k).training_finished()

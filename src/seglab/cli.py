@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--fold", type=int, metavar="K",
                        help="train fold K only (creating the cross-validated run if needed)")
     train.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation")
+    train.add_argument("--log", choices=["tensorboard", "mlflow"],
+                       help="also log every epoch (losses, validation Dice, learning rate, an "
+                            "overlay) to RUN/tensorboard or RUN/mlruns (local files, no server)")
     _device_options(train)
     train.set_defaults(handler=_train)
 
@@ -219,7 +222,7 @@ def _train(args) -> None:
     overrides = parse_overrides(args.set, args.plan_overrides)
     run = train(args.data, args.out, overrides, args.resume, args.device, args.precision,
                 evaluate=not args.no_evaluate, compile=args.compile, minutes=args.minutes,
-                folds=args.folds, fold=args.fold)
+                folds=args.folds, fold=args.fold, log=args.log)
     _print_evaluation(run.path / "evaluation")
     _print_folds(run.path)
     print(f"run folder: {run.path}")

@@ -32,21 +32,29 @@ from seglab.train.distributed import Distributed
 from seglab.train.loss import create_loss, main_output
 from seglab.train.optim import create_optimizer, learning_rate, set_learning_rate
 from seglab.train.sampling import EpochBatches, PatchSampler
+from seglab.train.tracking import Tracker, open_tracker
+from seglab.train.tracking import overlay as tracking_overlay
 from seglab.run_setup import open_dataset, prepare_cases
 from seglab.train.transfer import describe_transfer, initialise_from
 
 
 def train(run: Run, precision: Precision | None = None, progress: bool = True,
-          overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+          overrides: dict[str, Any] | None = None, log: str | None = None) -> dict[str, Any]:
     """Trains (or continues training) `run` to the end of its plan; returns the final log record.
-    The run is locked while it trains (`Run.training_lock`): a second process exits at once."""
+    The run is locked while it trains (`Run.training_lock`): a second process exits at once.
+    `log` ("tensorboard" or "mlflow") also writes every epoch there (`seglab.train.tracking`)."""
     dist = Distributed.from_environment()
     with run.training_lock() if dist.is_main else contextlib.nullcontext():
-        return _train(run, dist, precision, progress, overrides)
+        tracker = open_tracker(log, run) if dist.is_main else None
+        try:
+            return _train(run, dist, precision, progress, overrides, tracker)
+        finally:
+            if tracker is not None:
+                tracker.close()
 
 
 def _train(run: Run, dist: Distributed, precision: Precision | None, progress: bool,
-           overrides: dict[str, Any] | None) -> dict[str, Any]:
+           overrides: dict[str, Any] | None, tracker: Tracker | None) -> dict[str, Any]:
     if overrides and dist.is_main:
         apply_overrides(run.plan(), overrides).save(run.plan_path)
     dist.barrier()
@@ -106,6 +114,9 @@ def _train(run: Run, dist: Distributed, precision: Precision | None, progress: b
                   **val}
         if dist.is_main:
             _save(run, record, state, improved, model, optimizer, adversary)
+        if tracker is not None:
+            shown = val_cases[:1] if not detector else []
+            tracker.epoch(record, _overlay(model, shown[0], plan, precision) if shown else None)
         if progress and dist.is_main:
             tqdm.write(f"epoch {state['epoch']:>3}  step {state['step']}  loss "
                        f"{record['loss']:.4f}  val Dice {val['mean_dice']:.4f}  lr "
@@ -244,6 +255,15 @@ def _initialise(run: Run, model: torch.nn.Module, source: str, progress: bool) -
     run.write_json("run.json", {**run.read_json("run.json"), "transfer": report})
     if progress:
         tqdm.write(describe_transfer(report))
+
+
+@torch.no_grad()
+def _overlay(model: torch.nn.Module, case: Prepared, plan: Plan,
+             precision: Precision) -> np.ndarray:
+    """A validation case, its reference and the model's prediction, for the tracker."""
+    model.eval()
+    mask = sliding_window_predict(model, case.image, plan, precision).argmax(0).numpy()
+    return tracking_overlay(case.image, case.label, mask)
 
 
 def _trim_log(run: Run, epoch: int) -> None:
