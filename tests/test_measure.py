@@ -109,3 +109,31 @@ def test_seglab_measure_writes_both_tables_and_refuses_a_bad_spacing(tmp_path: P
     assert main(["measure", str(tmp_path / "m.nii.gz"), "--out", str(tmp_path / "o2"),
                  "--spacing", "1,1"]) == 2
     assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize("spacing", [(0.5, 0.8), (1.0, 1.0), (2.0, 0.3)])
+def test_a_disc_measures_its_area_and_diameter_within_one_percent(spacing) -> None:
+    radius = 30.0  # mm: an ellipse in index space when the spacing is anisotropic
+    shape = [int(2 * radius / s) + 10 for s in spacing]
+    grid = np.meshgrid(*[(np.arange(n) - n / 2) * s for n, s in zip(shape, spacing)],
+                       indexing="ij")
+    mask = (np.sqrt(sum(g ** 2 for g in grid)) <= radius).astype(np.uint8)
+    row = component_rows(mask, {1: "disc"}, spacing)[0]
+    assert row["area_mm2"] == pytest.approx(math.pi * radius ** 2, rel=0.01)
+    assert row["largest_diameter_mm"] == pytest.approx(2 * radius, rel=0.01)
+
+
+def test_a_sphere_and_a_box_measure_their_volumes_within_one_percent() -> None:
+    spacing, radius = (2.5, 0.7, 0.9), 20.0
+    shape = [int(2 * radius / s) + 6 for s in spacing]
+    grid = np.meshgrid(*[(np.arange(n) - n / 2) * s for n, s in zip(shape, spacing)],
+                       indexing="ij")
+    mask = (np.sqrt(sum(g ** 2 for g in grid)) <= radius).astype(np.uint8)
+    box = np.zeros((20, 30, 40), np.uint8)
+    box[2:12, 5:25, 10:40] = 2  # 10 x 20 x 30 voxels
+    sphere = component_rows(mask, {1: "sphere"}, spacing)[0]
+    assert sphere["volume_ml"] == pytest.approx(4 / 3 * math.pi * radius ** 3 / 1000, rel=0.01)
+    cuboid = component_rows(box, {2: "box"}, spacing)[0]
+    assert cuboid["volume_mm3"] == pytest.approx(10 * 20 * 30 * np.prod(spacing), rel=1e-9)
+    extent = np.array([9, 19, 29]) * spacing  # between the corner voxels' centres
+    assert cuboid["largest_diameter_mm"] == pytest.approx(np.linalg.norm(extent), abs=1e-3)

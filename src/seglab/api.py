@@ -256,7 +256,7 @@ def explain(run: str | Path, inputs: list[str | Path], out: str | Path,
 
 
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000,
-          max_upload_mb: float = 64, token: str | None = None, queue: int = 4) -> None:
+          max_upload_mb: float = 64, token: str | None = None, queue: int = 16) -> None:
     """`seglab serve`: the run's model behind a web service and page (`seglab.serve`), until
     interrupted; on loopback unless `host` says otherwise."""
     from seglab.serve import serve as run_service  # fastapi and uvicorn only when serving

@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument("--port", type=int, default=8000)
     service.add_argument("--max-upload-mb", type=float, default=64)
     service.add_argument("--token", help="require Authorization: Bearer TOKEN on the API")
-    service.add_argument("--queue", type=int, default=4,
+    service.add_argument("--queue", type=int, default=16,
                          help="requests that may wait while one runs (then 503)")
     service.set_defaults(handler=_serve)
 

@@ -35,8 +35,8 @@ from seglab.data.dicom_seg import seg_beside
 from seglab.data.io import read_image, write_mask
 from seglab.device import Precision
 from seglab.errors import SeglabError
-from seglab.infer import (attach_rois, load_model, output_value_map, predict_case_uncertainty,
-                          with_tta)
+from seglab.infer import (attach_rois, load_model, output_value_map, postprocessing_steps,
+                          predict_case_uncertainty, with_tta)
 from seglab.infer_objects import instance_split_settings, predict_objects
 from seglab.measure import index_to_world, measure_mask, object_rows
 from seglab.run import Run
@@ -118,6 +118,7 @@ class Service:
         self.precision = precision or Precision.choose()
         self.model = load_model(run, self.precision)
         self.split = instance_split_settings(run) if self.plan.task == "instance" else None
+        self.steps = postprocessing_steps(run)  # as `seglab predict` applies them
         self.slots = threading.BoundedSemaphore(queue + 1)  # the running one and the waiting
         self.lock = threading.Lock()
 
@@ -151,7 +152,8 @@ class Service:
                                                  case.spacing, index_to_world(case.meta,
                                                                               case.dims))
         else:
-            mask, _, unsure = predict_case_uncertainty(self.model, case, plan, self.precision)
+            mask, _, unsure = predict_case_uncertainty(self.model, case, plan, self.precision,
+                                                       self.steps)
             if uncertainty:
                 maps["uncertainty"] = unsure["entropy"]
             if explain:
@@ -198,7 +200,7 @@ def _bytes(array: np.ndarray) -> dict[str, Any]:
 
 
 def create_app(run: Run, max_upload_mb: float = 64, token: str | None = None,
-               queue: int = 4, precision: Precision | None = None) -> FastAPI:
+               queue: int = 16, precision: Precision | None = None) -> FastAPI:
     service = Service(run, queue, precision)
     limit = int(max_upload_mb * 2**20)
     app = FastAPI(title="seglab", version="1", description=__doc__.split("\n\n")[0])
@@ -239,7 +241,7 @@ def create_app(run: Run, max_upload_mb: float = 64, token: str | None = None,
 
 
 def serve(run: Run, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 64,
-          token: str | None = None, queue: int = 4) -> None:
+          token: str | None = None, queue: int = 16) -> None:
     """Runs the service until interrupted (uvicorn, one process)."""
     import uvicorn
 
