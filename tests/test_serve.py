@@ -54,7 +54,7 @@ def test_an_upload_comes_back_as_a_mask_its_measurements_and_a_file_to_download(
         served) -> None:
     client = TestClient(served[1])
     answer = client.post("/predict?uncertainty=true", headers=AUTH,
-                         files={"file": ("../../etc/passwd", _png(), "text/plain")})
+                         files={"file": ("scan.jpg", _png(), "text/plain")})  # bytes decide
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["shape"] == [30, 41] and body["mask"]["shape"] == [30, 41]
@@ -64,7 +64,9 @@ def test_an_upload_comes_back_as_a_mask_its_measurements_and_a_file_to_download(
     assert set(body["measurements"]["classes"]) == set(served[0].plan().classes[1:])
     download = Image.open(io.BytesIO(base64.b64decode(body["download"]["data"])))
     assert body["download"]["name"] == "mask.png" and download.size == (41, 30)
-    assert not Path("/etc/passwd.png").exists()
+    path_like = client.post("/predict", headers=AUTH,
+                            files={"file": ("../../etc/passwd", _png())})
+    assert path_like.status_code == 400 and "not a path" in path_like.json()["detail"]
 
 
 @pytest.mark.parametrize(("content", "status", "message"), [

@@ -11,7 +11,7 @@ not multiplied by concurrent requests); up to `queue` more wait, and beyond that
 503. Uploads are limited in size (413), their type is told from their bytes, never from their
 name (400 for anything else, or for a truncated or malformed file), they are written under
 names of seglab's own in a temporary folder that is removed after the request, and a zip's
-member names are never used as paths. The service listens on loopback unless told otherwise;
+member names are never used as paths (a name that looks like one is refused). The service listens on loopback unless told otherwise;
 with a token, every call but /health and the page needs `Authorization: Bearer TOKEN`.
 """
 
@@ -227,6 +227,10 @@ def create_app(run: Run, max_upload_mb: float = 64, token: str | None = None,
     def predict(file: UploadFile = File(...), explain: bool = False, uncertainty: bool = False,
                 authorization: str | None = Header(None)) -> dict[str, Any]:
         check(authorization)
+        name = file.filename or ""
+        if "/" in name or "\\" in name or ".." in name:
+            raise HTTPException(400, "upload: a file name, not a path, expected (the name is "
+                                     "never used to store the file)")
         data = file.file.read(limit + 1)
         if len(data) > limit:
             raise HTTPException(413, f"upload over the limit of {max_upload_mb:g} MB")
