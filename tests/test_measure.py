@@ -12,8 +12,8 @@ import pytest
 import SimpleITK as sitk
 
 from seglab.cli import main
-from seglab.measure import (class_summary, component_rows, csv_text, index_to_world,
-                            largest_diameter, object_rows)
+from seglab.measure import (class_sizes, class_summary, component_rows, csv_text,
+                            index_to_world, largest_diameter, object_rows)
 
 
 def test_2d_objects_get_their_area_in_mm2_centroid_and_box() -> None:
@@ -137,3 +137,18 @@ def test_a_sphere_and_a_box_measure_their_volumes_within_one_percent() -> None:
     assert cuboid["volume_mm3"] == pytest.approx(10 * 20 * 30 * np.prod(spacing), rel=1e-9)
     extent = np.array([9, 19, 29]) * spacing  # between the corner voxels' centres
     assert cuboid["largest_diameter_mm"] == pytest.approx(np.linalg.norm(extent), abs=1e-3)
+
+
+def test_class_sizes_compare_prediction_and_reference_where_the_metrics_count() -> None:
+    reference = np.zeros((10, 10), np.uint8)
+    reference[0:4, 0:5] = 1
+    prediction = np.zeros_like(reference)
+    prediction[0:4, 0:4] = 1
+    prediction[8, 8] = 1  # a second piece
+    counted = np.ones((10, 10), bool)
+    counted[:, 0] = False  # one column left out
+    sizes = class_sizes(prediction, reference, {1: "lesion"}, (0.5, 2.0), counted)
+    assert sizes == {"lesion": {"predicted_mm2": 13.0, "reference_mm2": 16.0, "components": 2}}
+    volume = class_sizes(np.ones((10, 10, 10), np.uint8), np.ones((10, 10, 10), np.uint8),
+                         {1: "organ"}, (1.0, 1.0, 1.0))
+    assert volume["organ"]["predicted_ml"] == pytest.approx(1.0)

@@ -116,6 +116,9 @@ def test_training_writes_a_report_with_data_plan_curves_tables_boxes_and_three_o
     assert [a.split(":")[0] for a in shown] == ["best", "median", "worst"]
     assert len(alts) == 3 + 2 * 3  # each case's overlay and its Grad-CAM
     assert "As a detector of the misclassified pixels its ROC AUC is" in page
+    sizes = run_2d.read_json("evaluation/metrics.json")["per_case"][0]["sizes"]
+    assert set(sizes) == {"cell", "crystal"} and "predicted_mm2" in sizes["cell"]
+    assert 'id="sizes"' in page and "reference mm2" in page
     assert "http://" not in page and "https://" not in page and "<link" not in page
 
 

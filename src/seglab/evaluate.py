@@ -24,6 +24,7 @@ from seglab.infer_objects import instance_split_settings, predict_objects
 from seglab.metrics import (add_roc_auc, evaluate_case, roc_auc_cases, roc_auc_classes,
                             summarize, write_tables)
 from seglab.uncertainty import entropy
+from seglab.measure import class_sizes
 from seglab.metrics.instances import instance_scores
 from seglab.run import Run
 from seglab.run_setup import open_dataset
@@ -101,6 +102,7 @@ def score_variants(run: Run, outputs: Iterable[Outputs],
     per_case: dict[str, list[dict[str, Any]]] = {folder: [] for folder in variants}
     scored = []
     uncertain: dict[str, list] = {folder: [] for folder in variants}
+    foreground = {k: plan.classes[k] for k in range(1, plan.n_classes)}
     for case, mask, scores, uncertainty in outputs:
         counted = case.label != IGNORE_INDEX
         if case.roi is not None:
@@ -111,7 +113,8 @@ def score_variants(run: Run, outputs: Iterable[Outputs],
                                                 f"test-{folder}")
             write_mask(final, case, masks, value_map)
             per_case[folder].append({"case": case.case_id, **evaluate_case(
-                final, case.label, plan.classes, case.spacing, case.roi, IGNORE_INDEX)})
+                final, case.label, plan.classes, case.spacing, case.roi, IGNORE_INDEX),
+                "sizes": class_sizes(final, case.label, foreground, case.spacing, counted)})
             if uncertainty is not None:
                 uncertain[folder].append((uncertainty, final != case.label, counted))
         if scores is not None:

@@ -186,3 +186,22 @@ def measure_files(paths: list[Path], out: Path, spacing: tuple[float, ...] | Non
         measured[str(path)] = measure_mask(mask, names, own, None if spacing else
                                            index_to_world(case.meta, mask.ndim))
     return write_measurements(measured, out)
+
+
+def class_sizes(prediction: np.ndarray, reference: np.ndarray, class_names: dict[int, str],
+                spacing: tuple[float, ...],
+                counted: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """Per class of a scored case: its predicted and reference size (area in mm², or volume in
+    mL) where the metrics count, and the predicted connected components (full connectivity)."""
+    counted = np.ones(prediction.shape, bool) if counted is None else counted
+    unit, scale = ("mm2", 1.0) if prediction.ndim == 2 else ("ml", 1e-3)
+    voxel = float(np.prod(spacing)) * scale
+    structure = ndimage.generate_binary_structure(prediction.ndim, prediction.ndim)
+    sizes = {}
+    for value, name in class_names.items():
+        predicted = (prediction == value) & counted
+        sizes[name] = {f"predicted_{unit}": round(float(predicted.sum()) * voxel, 6),
+                       f"reference_{unit}": round(float(((reference == value) & counted).sum())
+                                                  * voxel, 6),
+                       "components": int(ndimage.label(predicted, structure)[1])}
+    return sizes

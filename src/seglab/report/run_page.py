@@ -201,8 +201,24 @@ def _evaluation(run: Run, plan: dict[str, Any]) -> list[tuple[str, str, str]]:
                 ("boxes", "Per-case distributions", _boxes(rows))]
     if uncertainty := summary.get("uncertainty"):
         sections.append(("uncertainty", "Uncertainty", _uncertainty(uncertainty)))
+    if any("sizes" in case for case in per_case):
+        sections.append(("sizes", "Measurements", _sizes(per_case)))
     return [*sections,
             ("overlays", "Best, median and worst test case", _overlays(run, plan, per_case))]
+
+
+def _sizes(per_case: list[dict[str, Any]]) -> str:
+    """Each test case's predicted and reference size per class, in physical units."""
+    rows = [(case["case"], name, values) for case in per_case
+            for name, values in case.get("sizes", {}).items()]
+    keys = list(rows[0][2]) if rows else []
+    head = "".join(f"<th>{html.escape(k.replace('_', ' '))}</th>" for k in keys)
+    body = "".join(f"<tr><td>{html.escape(str(case))}</td><td>{html.escape(name)}</td>" +
+                   "".join(f"<td>{fmt(values.get(k))}</td>" for k in keys) + "</tr>"
+                   for case, name, values in rows)
+    return ("<p>Sizes where the metrics count (mm² in 2D, mL in 3D, from the voxel spacing); "
+            "components: the prediction's connected pieces. `seglab measure` gives each "
+            f"component.</p><table><tr><th>case</th><th>class</th>{head}</tr>{body}</table>")
 
 
 def _uncertainty(summary: dict[str, Any]) -> str:
