@@ -41,10 +41,12 @@ DSB_PUBLISHED = (
     "re-verified).")
 
 
-def dsb2018(minutes: float) -> str:
+def dsb2018(minutes: float, resume: bool = False) -> str:
     out = WORKDIR / "dsb2018"
-    shutil.rmtree(out, ignore_errors=True)
-    api.compare(DSB, ["rim_watershed", "mask_rcnn"], out, minutes=minutes, progress=False)
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
+    api.compare(DSB, ["rim_watershed", "mask_rcnn"], out, minutes=minutes, progress=False,
+                resume=resume)
     return "\n".join([
         "### DSB2018 nuclei: the rim watershed against Mask R-CNN",
         "",
@@ -63,11 +65,14 @@ def dsb2018(minutes: float) -> str:
     ])
 
 
-def tiny_coco(minutes: float) -> str:
+def tiny_coco(minutes: float, resume: bool = False) -> str:
     out = WORKDIR / "tiny_coco"
-    shutil.rmtree(out, ignore_errors=True)
-    run = api.train(COCO_ROOT, out / "run", {"time_budget_minutes": minutes}, progress=False,
-                    evaluate=False)
+    again = resume and (out / "run" / "plan.json").is_file()
+    if not again:
+        shutil.rmtree(out, ignore_errors=True)
+    run = api.train(None if again else COCO_ROOT, out / "run",
+                    None if again else {"time_budget_minutes": minutes}, resume=again,
+                    progress=False, evaluate=False)
     reference = COCO(str(COCO_ROOT / "annotations" / "instances_val2017.json"))
     images = {Path(info["file_name"]).stem: info for info in reference.dataset["images"]}
     api.predict(run.path, [COCO_ROOT / "val2017"], out / "val")
@@ -154,9 +159,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="+", choices=sorted(BENCHMARKS))
     parser.add_argument("--minutes", type=float, default=30.0, help="training minutes per run")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep what the last run of this script finished (dsb2018: its "
+                             "rows; tiny_coco: its training, continued if cut short)")
     args = parser.parse_args()
     for name in args.datasets:
-        text = BENCHMARKS[name](args.minutes)
+        text = BENCHMARKS[name](args.minutes, args.resume)
         write_section("instances", name, text)
         print(text, flush=True)
 

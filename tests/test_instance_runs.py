@@ -87,3 +87,18 @@ def test_a_cross_validated_instance_run_chooses_its_thresholds_out_of_fold(
     with pytest.raises(SeglabError, match="a Mask R-CNN run is not cross-validated"):
         api.train(data, tmp_path / "rcnn", {"instances.method": "mask_rcnn"}, folds=2)
     assert not (tmp_path / "rcnn").exists()
+
+
+def test_compare_puts_both_instance_methods_in_one_table_with_their_thresholds(
+        tmp_path: Path) -> None:
+    data = _nuclei_dataset(tmp_path / "data", cases=8)
+    out = api.compare(data, ["rim_watershed", "mask_rcnn"], tmp_path / "cmp", epochs=1,
+                      overrides={"iterations_per_epoch": 2, "batch_size": 2,
+                                 "patch_size": [32, 32]}, progress=False)
+    rows = {row["model"]: row for row in json.loads((out / "comparison.json").read_text())["rows"]}
+    assert set(rows) == {"rim_watershed", "mask_rcnn"}
+    for name, row in rows.items():
+        assert row["status"] == "ok", row.get("reason")
+        assert 0 <= row["dsb_score_mean"] <= 1 and row["steps"] == 2
+        assert (out / "runs" / name / "instance_split.json").is_file()  # chosen on validation
+    assert "DSB score" in (out / "comparison.md").read_text()

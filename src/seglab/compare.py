@@ -46,7 +46,7 @@ from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.evaluate import EVALUATION, Steps, evaluate_run
 from seglab.infer import choose_postprocessing, load_model, predict_case
-from seglab.infer_objects import instance_split_settings, predict_objects
+from seglab.infer_objects import choose_instance_split, instance_split_settings, predict_objects
 from seglab.plan import Plan, make_plan
 from seglab.plan_instances import METHODS as INSTANCE_METHODS
 from seglab.report.compare_page import format_csv, format_markdown, render_html
@@ -283,6 +283,8 @@ def _train_and_measure(run: Run, choices: tuple[str, str, str], postprocessing: 
     policy = Precision.choose(*choices)
     cuda = policy.device.type == "cuda"
     train_run(run, policy, progress)
+    if run.plan().task == "instance":  # its thresholds, chosen on the validation cases
+        choose_instance_split(run, policy)
     variants: dict[str, Steps] = {EVALUATION: []}
     if postprocessing:
         started = time.perf_counter()
