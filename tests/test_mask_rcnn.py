@@ -79,6 +79,9 @@ def test_the_planner_boxes_few_large_objects_and_splits_crowded_small_ones() -> 
     assert instance_method(_fingerprint(5, 80, dims=3), {})[0] == "rim_watershed"
     assert instance_method(_fingerprint(30, 10), {"instances.method": "mask_rcnn"}) == (
         "mask_rcnn", "named by the user")
+    assert instance_method(_fingerprint(5, 80), {"model.name": "unet"})[0] == "rim_watershed"
+    assert instance_method(_fingerprint(30, 10), {"model": {"name": "mask_rcnn"}})[0] == \
+        "mask_rcnn"
     model = detector_model(_fingerprint(5, 60))
     anchors = model["anchor_sizes"]
     assert len(anchors) == 5 and anchors[0] == 20 and anchors[-1] >= 270

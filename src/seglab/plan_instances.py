@@ -35,6 +35,11 @@ def instance_method(fp: Fingerprint, overrides: dict[str, Any]) -> tuple[str, st
     named = overrides.get("instances.method") or (overrides.get("instances") or {}).get("method")
     if named:
         return named, "named by the user"
+    model = overrides.get("model.name") or (overrides.get("model") or {}).get("name")
+    if model:  # a network the user named decides: its objects come from its own output
+        return ("mask_rcnn", "the model named by the user") if model == "mask_rcnn" else (
+            "rim_watershed", f"the model named by the user ({model}) labels pixels: its rim "
+                             "class and seeded watershed give the objects")
     crowd = fp.objects["per_case"]["median"]
     diameter = fp.objects.get("diameter", {}).get("median", 0.0)
     if fp.dims == 3:
