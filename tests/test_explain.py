@@ -73,3 +73,22 @@ def test_an_unknown_method_is_refused() -> None:
     case = Case("c", np.zeros((1, 16, 16), np.float32), (1.0, 1.0))
     with pytest.raises(SeglabError, match="--method scorecam: expected one of gradcam"):
         explain_case(model, case, small_plan((16, 16)), 1, method="scorecam")
+
+
+def test_seglab_explain_writes_maps_and_png_overlays_for_a_run(tmp_path) -> None:
+    from PIL import Image
+
+    from seglab import api
+    from tests.conftest import write_disc_dataset
+    from tests.test_train import TINY_2D
+
+    data = write_disc_dataset(tmp_path / "pngs", seed=1)
+    run = api.train(data, tmp_path / "run", TINY_2D, progress=False, evaluate=False)
+    name = run.plan().classes[1]
+    written = api.explain(run.path, [data / "images" / "case00.png"], tmp_path / "cams")
+    assert [p.name for p in written] == ["case00_maps.npz", f"case00_cam_{name}.png"]
+    with np.load(written[0]) as maps:
+        assert maps[f"cam_{name}"].shape == (40, 48)
+    assert Image.open(written[1]).size == (48, 40)
+    with pytest.raises(SeglabError, match="--class nope: not a foreground class"):
+        api.explain(run.path, [data / "images" / "case00.png"], tmp_path / "c2", "nope")

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import colormaps
+from PIL import Image
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM
 
 from seglab.case import Case
-from seglab.data.io import output_folder, write_maps
+from seglab.data.io import atomic_path, output_folder, write_maps
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.infer import Ensemble, load_model, run_inputs
@@ -101,7 +103,8 @@ def explain_files(run: Run, inputs: list[str | Path], out: Path, class_name: str
                   method: str = "gradcam") -> list[Path]:
     """`seglab explain`: per input, the class activation map of `class_name` (default: every
     foreground class) written beside where its mask would go (`write_maps`: a NIfTI per map for
-    NIfTI volumes, else `<name>_maps.npz`, keys `cam_<class>`), in fp32 on the run's device."""
+    NIfTI volumes, else `<name>_maps.npz`, keys `cam_<class>`) and, for 2D images, as a PNG
+    overlay per class (`<name>_cam_<class>.png`); in fp32 on the run's device."""
     plan, cases = run_inputs(run, inputs)
     if plan.task != "semantic" or plan.model["name"] == "mask_rcnn":
         raise SeglabError(f"{run.path}: explain works on semantic runs (a network that labels "
@@ -120,4 +123,19 @@ def explain_files(run: Run, inputs: list[str | Path], out: Path, class_name: str
                 explain_case(model, case, plan, plan.classes.index(name), method)
                 for name in names}
         written += write_maps(maps, case, out)
+        if case.dims == 2:
+            stem = Path(written[-1]).name.removesuffix("_maps.npz")
+            written += [_write_overlay(case.image, cam, out / f"{stem}_{key}.png")
+                        for key, cam in maps.items()]
     return written
+
+
+def _write_overlay(image: np.ndarray, cam: np.ndarray, path: Path) -> Path:
+    """The image (grey, or its RGB) with the map over it in the jet colours, as a PNG."""
+    shown = np.moveaxis(image, 0, -1) if image.shape[0] == 3 else image[0][..., None]
+    low, high = np.percentile(shown, [1, 99])
+    grey = np.clip((shown - low) / max(high - low, 1e-8), 0, 1)
+    blended = 0.5 * grey + 0.5 * colormaps["jet"](np.clip(cam, 0, 1))[..., :3]
+    with atomic_path(path) as tmp:
+        Image.fromarray((blended * 255).astype(np.uint8)).save(tmp, format="PNG")
+    return path
