@@ -115,8 +115,8 @@ def _train(run: Run, dist: Distributed, precision: Precision | None, progress: b
         if dist.is_main:
             _save(run, record, state, improved, model, optimizer, adversary)
         if tracker is not None:
-            shown = val_cases[:1] if not detector else []
-            tracker.epoch(record, _overlay(model, shown[0], plan, precision) if shown else None)
+            shown = [] if detector else val_cases[:TRACKED_CASES]
+            tracker.epoch(record, [_overlay(model, case, plan, precision) for case in shown])
         if progress and dist.is_main:
             tqdm.write(f"epoch {state['epoch']:>3}  step {state['step']}  loss "
                        f"{record['loss']:.4f}  val Dice {val['mean_dice']:.4f}  lr "
@@ -255,6 +255,9 @@ def _initialise(run: Run, model: torch.nn.Module, source: str, progress: bool) -
     run.write_json("run.json", {**run.read_json("run.json"), "transfer": report})
     if progress:
         tqdm.write(describe_transfer(report))
+
+
+TRACKED_CASES = 3  # validation cases whose overlays a tracker receives each epoch
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """Watching a run as it trains (`seglab train --log tensorboard|mlflow`): every epoch's record
-(loss, validation Dice per class, learning rate, step, minutes) and an overlay of the first
-validation case (image | reference | prediction; a volume's middle slice), in local files that
+(loss, validation Dice per class, learning rate, step, minutes) and overlays of the first
+validation cases (image | reference | prediction; a volume's middle slice), in local files that
 need no server: RUN/tensorboard (`tensorboard --logdir RUN/tensorboard`) or RUN/mlruns (MLflow's
 file store: `mlflow ui --backend-store-uri RUN/mlruns`), each resumed run appending to the same
 place.
@@ -22,9 +22,9 @@ _COLOURS = np.array([(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0
 
 
 class Tracker:
-    """Where the epochs go; `epoch` takes the loop's record and an optional RGB overlay."""
+    """Where the epochs go; `epoch` takes the loop's record and RGB overlays (maybe none)."""
 
-    def epoch(self, record: dict[str, Any], overlay: np.ndarray | None) -> None:
+    def epoch(self, record: dict[str, Any], overlays: list[np.ndarray]) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -37,11 +37,11 @@ class TensorBoard(Tracker):
 
         self.writer = SummaryWriter(str(run.path / "tensorboard"))
 
-    def epoch(self, record: dict[str, Any], overlay: np.ndarray | None) -> None:
+    def epoch(self, record: dict[str, Any], overlays: list[np.ndarray]) -> None:
         for name, value in _numbers(record).items():
             self.writer.add_scalar(name, value, record["step"])
-        if overlay is not None:
-            self.writer.add_image("validation/overlay", overlay, record["step"],
+        for index, overlay in enumerate(overlays):
+            self.writer.add_image(f"validation/overlay_{index}", overlay, record["step"],
                                   dataformats="HWC")
         self.writer.flush()
 
@@ -65,11 +65,12 @@ class MLflow(Tracker):
         self.id = (earlier[0] if earlier else
                    self.client.create_run(experiment, run_name=name)).info.run_id
 
-    def epoch(self, record: dict[str, Any], overlay: np.ndarray | None) -> None:
+    def epoch(self, record: dict[str, Any], overlays: list[np.ndarray]) -> None:
         for name, value in _numbers(record).items():
             self.client.log_metric(self.id, name, value, step=record["step"])
-        if overlay is not None:
-            self.client.log_image(self.id, overlay, key="validation_overlay", step=record["step"])
+        for index, overlay in enumerate(overlays):
+            self.client.log_image(self.id, overlay, key=f"validation_overlay_{index}",
+                                  step=record["step"])
 
     def close(self) -> None:
         self.client.set_terminated(self.id)
