@@ -104,13 +104,16 @@ class DetectionStep:
 
 def detection_scores(model: torch.nn.Module, cases: list[Prepared], plan: Plan,
                      precision: Precision) -> list[list[float]]:
-    """Dice per foreground class of the found objects' classes on each validation case."""
+    """Dice per foreground class of the found objects' classes on each validation case; NaN for
+    a class neither found nor there (with many classes, such as COCO's 80, the ones absent from
+    a case would otherwise make every model score alike)."""
     scores = []
     for case in cases:
         found = objects_from_detections(detections(model, case.image, precision),
                                         plan.instances["score_threshold"],
                                         plan.instances["mask_threshold"]).semantic()
         reference = Instances(case.label, case.objects or {}).semantic()
-        scores.append(foreground_dice(found, reference, plan.n_classes, case.roi,
-                                      IGNORE_INDEX).tolist())
+        dice = foreground_dice(found, reference, plan.n_classes, case.roi, IGNORE_INDEX)
+        present = [np.any(found == k) or np.any(reference == k) for k in range(1, plan.n_classes)]
+        scores.append(np.where(present, dice, np.nan).tolist())
     return scores

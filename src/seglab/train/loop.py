@@ -105,7 +105,8 @@ def _train(run: Run, dist: Distributed, precision: Precision | None, progress: b
                              multiprocessing_context="fork" if workers else None)
         losses = _train_epoch(net, step, batches, plan, state, budget, dist, progress)
         val = _validate(model, val_cases, plan, precision, dist)
-        improved = val["mean_dice"] > state["best_dice"] or not val_cases
+        # A later model that scores as well is kept: ties go to the longer-trained one.
+        improved = val["mean_dice"] >= state["best_dice"] or not val_cases
         if improved:
             state["best_dice"] = val["mean_dice"]
         record = {"epoch": state["epoch"], "step": state["step"],
@@ -283,9 +284,13 @@ def _validate(model: torch.nn.Module, cases: list[Prepared], plan: Plan, precisi
     scores = [row for rank in dist.gather(score(model, cases, plan, precision)) for row in rank]
     if not scores:
         return {"mean_dice": float("nan")}
-    per_class = np.mean(scores, axis=0)
+    table = np.asarray(scores, dtype=float)
+    seen = ~np.isnan(table)
+    per_class = np.where(seen, table, 0).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)
+    per_class[~seen.any(axis=0)] = np.nan  # a class no case scored
     result = {f"dice_{name}": float(v) for name, v in zip(plan.classes[1:], per_class)}
-    return {"mean_dice": float(per_class.mean()), **result}
+    scored = per_class[~np.isnan(per_class)]
+    return {"mean_dice": float(scored.mean()) if scored.size else float("nan"), **result}
 
 
 @torch.no_grad()
