@@ -21,6 +21,7 @@ from PIL import Image
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM
 
 from seglab.case import Case
+from seglab.data.display import display_rgb
 from seglab.data.io import atomic_path, output_folder, write_maps
 from seglab.device import Precision
 from seglab.errors import SeglabError
@@ -132,10 +133,7 @@ def explain_files(run: Run, inputs: list[str | Path], out: Path, class_name: str
 
 def _write_overlay(image: np.ndarray, cam: np.ndarray, path: Path) -> Path:
     """The image (grey, or its RGB) with the map over it in the jet colours, as a PNG."""
-    shown = np.moveaxis(image, 0, -1) if image.shape[0] == 3 else image[0][..., None]
-    low, high = np.percentile(shown, [1, 99])
-    grey = np.clip((shown - low) / max(high - low, 1e-8), 0, 1)
-    blended = 0.5 * grey + 0.5 * colormaps["jet"](np.clip(cam, 0, 1))[..., :3]
+    blended = 0.5 * display_rgb(image) + 0.5 * colormaps["jet"](np.clip(cam, 0, 1))[..., :3]
     with atomic_path(path) as tmp:
         Image.fromarray((blended * 255).astype(np.uint8)).save(tmp, format="PNG")
     return path

@@ -32,11 +32,12 @@ from fastapi.responses import HTMLResponse
 
 from seglab.case import Case
 from seglab.data.dicom_seg import seg_beside
-from seglab.data.io import read_image, write_mask
+from seglab.data.display import display_rgb
+from seglab.data.io import read_image, suffix_of, write_mask
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.infer import (attach_rois, load_model, output_value_map, postprocessing_steps,
-                          predict_case_uncertainty, with_tta)
+                          predict_case, predict_case_uncertainty, with_tta)
 from seglab.infer_objects import instance_split_settings, predict_objects
 from seglab.measure import index_to_world, measure_mask, object_rows
 from seglab.run import Run
@@ -152,10 +153,12 @@ class Service:
                                                  case.spacing, index_to_world(case.meta,
                                                                               case.dims))
         else:
-            mask, _, unsure = predict_case_uncertainty(self.model, case, plan, self.precision,
-                                                       self.steps)
             if uncertainty:
+                mask, _, unsure = predict_case_uncertainty(self.model, case, plan,
+                                                           self.precision, self.steps)
                 maps["uncertainty"] = unsure["entropy"]
+            else:
+                mask, _ = predict_case(self.model, case, plan, self.precision, self.steps)
             if explain:
                 from seglab.explain import explain_case  # opencv only when asked for
 
@@ -182,16 +185,15 @@ class Service:
                 names = ({k: f"object {k}" for k in np.unique(mask) if k} if
                          self.plan.task == "instance" else dict(enumerate(self.plan.classes)))
                 path = next(iter(seg_beside(mask, case, Path(folder), names)), path)
-            return {"name": f"mask{path.name[len('upload'):]}" if path.name.startswith(
-                "upload") else path.name, "data": base64.b64encode(path.read_bytes()).decode()}
+            return {"name": f"mask{suffix_of(path)}",
+                    "data": base64.b64encode(path.read_bytes()).decode()}
 
 
 def _display(image: np.ndarray) -> np.ndarray:
-    """The image for the page, 0..255 per channel between its 1st and 99th percentiles: grey
-    (*spatial), or RGB (*spatial, 3) for 3-channel images."""
-    low, high = np.percentile(image, [1, 99])
-    scaled = np.clip((image - low) / max(high - low, 1e-8) * 255, 0, 255).astype(np.uint8)
-    return np.moveaxis(scaled, 0, -1) if scaled.shape[0] == 3 else scaled[0]
+    """The image for the page, 0..255: grey (*spatial), or RGB (*spatial, 3) for 3-channel
+    images (`display_rgb`'s scaling)."""
+    shown = (display_rgb(image) * 255).astype(np.uint8)
+    return shown if image.shape[0] == 3 else np.ascontiguousarray(shown[..., 0])
 
 
 def _bytes(array: np.ndarray) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from scipy import ndimage
 
+from seglab.data.display import display_rgb
 from seglab.report.run_data import Shown
 
 # Errors: a false positive (background predicted as a class), a false negative (a class
@@ -75,7 +76,7 @@ def cam_figure(image: np.ndarray, cam: np.ndarray) -> str:
     if cam.ndim == 3:
         index = int(np.unravel_index(np.argmax(cam), cam.shape)[0])
         image, cam = image[:, index], cam[index]
-    grey = _grey(image, rgb=image.shape[0] == 3)
+    grey = display_rgb(image, rgb=image.shape[0] == 3)
     heat = colormaps["jet"](np.clip(cam, 0, 1))[..., :3]
     height, width = cam.shape
     figure = _figure(8, 4 * height / width + 0.3)
@@ -119,15 +120,6 @@ def error_centre(errors: np.ndarray) -> tuple[tuple[int, ...], int] | None:
     return tuple(int(v) for v in nearest), int(sizes[largest - 1])
 
 
-def _grey(image: np.ndarray, rgb: bool) -> np.ndarray:
-    """Channel 0 (or the three channels of an RGB image) scaled by the 1st-99th percentiles to
-    0..1, as RGB."""
-    shown = np.moveaxis(image, 0, -1) if rgb else image[0][..., None]
-    low, high = np.nanpercentile(shown, [1, 99])
-    scaled = np.clip((shown - low) / max(high - low, 1e-8), 0, 1)
-    return np.broadcast_to(scaled, (*scaled.shape[:-1], 3)) if scaled.shape[-1] == 1 else scaled
-
-
 def _class_colours(n: int) -> np.ndarray:
     """Background black, then tab10's colours less the red, blue and yellow of `ERRORS`."""
     palette = [colormaps["tab10"].colors[k] for k in (2, 1, 4, 5, 6, 9, 7)]
@@ -169,9 +161,9 @@ def _panels(case: Shown, index: tuple | None) -> list[np.ndarray]:
     """Image, ground truth, prediction, differences (RGB), whole or the slice `index`."""
     pick = (lambda a: a) if index is None else (lambda a: a[index])
     if index is None:
-        grey = _grey(case.image, rgb=case.image.shape[0] == 3)
+        grey = display_rgb(case.image, rgb=case.image.shape[0] == 3)
     else:
-        grey = _grey(case.image[(slice(None), *index)], rgb=False)
+        grey = display_rgb(case.image[(slice(None), *index)], rgb=False)
     most = int(max(case.label[case.counted].max(initial=0), case.prediction.max(initial=0)))
     colours = _object_colours(most) if case.objects is not None else _class_colours(most)
     kinds = [pick(k) for k in _error_kinds(case)]

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from seglab.data.display import display_rgb
 from seglab.errors import SeglabError
 from seglab.run import Run
 
@@ -95,10 +96,7 @@ def overlay(image: np.ndarray, label: np.ndarray, prediction: np.ndarray) -> np.
     if label.ndim == 3:
         middle = label.shape[0] // 2
         image, label, prediction = image[:, middle], label[middle], prediction[middle]
-    grey = image[0]
-    low, high = np.percentile(grey, [1, 99])
-    grey = np.clip((grey - low) / max(high - low, 1e-8) * 255, 0, 255).astype(np.uint8)
-    base = np.repeat(grey[..., None], 3, axis=-1)
+    base = (display_rgb(image, rgb=False) * 255).astype(np.uint8)
 
     def painted(classes: np.ndarray) -> np.ndarray:
         colours = _COLOURS[np.clip(classes, 0, len(_COLOURS) - 1) % len(_COLOURS)]
