@@ -109,4 +109,16 @@ def test_choose_keeps_nothing_when_every_operation_would_hurt() -> None:
     report = postprocess.choose([ref.copy()], [ref], [None], 2)
     assert report["steps"] == []
     assert report["validation_dice_with"] == report["validation_dice_without"] == 1.0
-    assert {t["op"] for t in report["tried"]} == set(postprocess.OPERATIONS)
+    assert {t["op"] for t in report["tried"]} == set(postprocess.OPERATIONS) - {"largest_component"}
+
+
+def test_largest_component_is_not_tried_where_the_references_are_several_objects() -> None:
+    single, pieces, speck = (np.zeros((32, 32), np.uint8) for _ in range(3))
+    single[8:24, 8:24] = 1
+    pieces[2:12, 2:12] = pieces[20:30, 20:30] = 1  # two objects of 100 pixels each
+    speck[4:28, 4:28] = 1
+    speck[0, 0] = 1  # 1 of 577 pixels apart: still one object
+    assert postprocess.is_one_object([single, speck]) and not postprocess.is_one_object([pieces])
+    ops = [[s["op"] for s in postprocess.candidates(refs, 2)]
+           for refs in ([single] * 9 + [pieces], [single, pieces])]
+    assert "largest_component" in ops[0] and "largest_component" not in ops[1]
