@@ -32,6 +32,7 @@ MIN_FEATURE_SIZE = 4
 ENCODER_STRIDE = 32  # the output stride of the encoder models' timm backbones
 MAX_POOLINGS = 6
 ANISOTROPY_RATIO = 2.0
+THIN_WIDTH = 8.0  # pixels: ISBI's membranes are 6.8 wide, CHASE_DB1's vessels 6.6, CamVid's cars 45
 
 # Fine-tuning: `init_from` is a run folder or a checkpoint whose matching weights start training;
 # the encoder (where the model has one) stays frozen for the first `freeze_encoder_epochs`.
@@ -144,6 +145,7 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
     widths = [min(16 * 2**stage, 320 if fp.dims == 3 else 512) for stage in range(len(kernels))]
     topology = {"widths": widths, "kernels": kernels, "strides": strides}
     model, family_reason = _model(fp, overrides, topology)
+    loss, loss_reason = _loss(fp)
     task = overrides.get("task", fp.task)
     if task == "instance" and fp.task != "instance":
         raise SeglabError("task=instance: the dataset's labels give no objects (one mask file "
@@ -174,7 +176,7 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
         patch_size=patch,
         batch_size=batch_size,
         model=model,
-        loss={"name": "dice_ce", **LOSS_DEFAULTS["dice_ce"]},
+        loss=loss,
         optimizer=optimizer,
         epochs=50,
         iterations_per_epoch=50,
@@ -183,7 +185,8 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
         augmentation=_augmentation(fp.dims, spacing_for_pooling),
         inference=inference,
         split={"val_fraction": 0.15, "test_fraction": 0.2, "fixed": None, "folds": None},
-        planning={"model": family_reason, **({"instances": method_reason} if method else {})},
+        planning={"model": family_reason, "loss": loss_reason,
+                  **({"instances": method_reason} if method else {})},
         task=task,
         instances=instances_section(method, len(fp.classes)) if method else None,
     )
@@ -209,6 +212,19 @@ def _model(fp: Fingerprint, overrides: dict[str, Any], topology: dict) -> tuple[
         ": nnU-Net's dynamic U-Net, its stages fitted to the patch and spacing (no pretrained "
         "encoder fits grey or multi-modal medical data)")
     return models.default_options("unet", fp.dims, topology), reason
+
+
+def _loss(fp: Fingerprint) -> tuple[dict[str, Any], str]:
+    """Dice + cross-entropy (nnU-Net's), plus soft clDice where every foreground class is thin
+    (2D, mean width at most THIN_WIDTH pixels: vessels, membranes), whose connections a
+    one-pixel gap breaks while Dice hardly notices. Objects (the instance methods) keep theirs."""
+    widths = (fp.class_widths or [None])[1:]
+    if fp.task == "semantic" and widths and all(w is not None and w <= THIN_WIDTH for w in widths):
+        return {"name": "cldice", **LOSS_DEFAULTS["cldice"]}, (
+            f"thin structures (mean width {', '.join(f'{w:g}' for w in widths)} px, at most "
+            f"{THIN_WIDTH:g}): Dice + cross-entropy plus soft clDice (Shit et al. 2021), which "
+            "rewards keeping them connected")
+    return {"name": "dice_ce", **LOSS_DEFAULTS["dice_ce"]}, "Dice + cross-entropy (nnU-Net's)"
 
 
 def _inference(dims: int, device: str) -> dict[str, Any]:
