@@ -145,7 +145,7 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
     widths = [min(16 * 2**stage, 320 if fp.dims == 3 else 512) for stage in range(len(kernels))]
     topology = {"widths": widths, "kernels": kernels, "strides": strides}
     model, family_reason = _model(fp, overrides, topology)
-    loss, loss_reason = _loss(fp)
+    loss, loss_reason = _loss(fp, overrides)
     task = overrides.get("task", fp.task)
     if task == "instance" and fp.task != "instance":
         raise SeglabError("task=instance: the dataset's labels give no objects (one mask file "
@@ -214,10 +214,14 @@ def _model(fp: Fingerprint, overrides: dict[str, Any], topology: dict) -> tuple[
     return models.default_options("unet", fp.dims, topology), reason
 
 
-def _loss(fp: Fingerprint) -> tuple[dict[str, Any], str]:
-    """Dice + cross-entropy (nnU-Net's), plus soft clDice where every foreground class is thin
-    (2D, mean width at most THIN_WIDTH pixels: vessels, membranes), whose connections a
-    one-pixel gap breaks while Dice hardly notices. Objects (the instance methods) keep theirs."""
+def _loss(fp: Fingerprint, overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The loss the user named (with its own defaults, not another's), else Dice +
+    cross-entropy (nnU-Net's), plus soft clDice where every foreground class is thin (2D, mean
+    width at most THIN_WIDTH pixels: vessels, membranes), whose connections a one-pixel gap
+    breaks while Dice hardly notices. Objects (the instance methods) keep Dice + CE."""
+    name = overrides.get("loss.name") or (overrides.get("loss") or {}).get("name")
+    if name:
+        return {"name": name, **LOSS_DEFAULTS.get(name, {})}, "named by the user"
     widths = (fp.class_widths or [None])[1:]
     if fp.task == "semantic" and widths and all(w is not None and w <= THIN_WIDTH for w in widths):
         return {"name": "cldice", **LOSS_DEFAULTS["cldice"]}, (
