@@ -109,17 +109,9 @@ def test_a_wrong_override_exits_2_with_one_line_and_leaves_no_run_folder(
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]
 
 
-def test_thin_classes_get_cldice_and_others_dice_ce_with_the_reason() -> None:
+def test_a_named_loss_gets_its_own_parameters_and_the_default_is_dice_ce() -> None:
     fp = _fingerprint(2, [97, 131], [1.0, 1.0])
-    for widths, loss in (([30.0, 6.5], "cldice"), ([30.0, 12.0], "dice_ce"),
-                         ([30.0, None], "dice_ce"), (None, "dice_ce")):
-        fp.class_widths = widths
-        plan = make_plan(fp)
-        assert plan.loss["name"] == loss and ("thin" in plan.planning["loss"]) == (
-            loss == "cldice")
-    fp.class_widths, fp.task = [30.0, 6.5], "instance"
-    fp.objects = {"total": 90, "per_class": [0, 90], "per_case": {"min": 30, "median": 30,
-                  "max": 30}, "diameter": {"p10": 6.0, "median": 7.0, "p90": 8.0}}
-    assert make_plan(fp).loss["name"] == "dice_ce"
-    fp.task, fp.objects = "semantic", None
-    assert make_plan(fp, {"loss.name": "focal"}).loss["name"] == "focal"
+    assert make_plan(fp).loss == {"name": "dice_ce", "dice_weight": 1.0, "ce_weight": 1.0}
+    focal = make_plan(fp, {"loss.name": "focal", "loss.gamma": 3.0})
+    assert focal.loss["name"] == "focal" and focal.loss["gamma"] == 3.0
+    assert "ce_weight" not in focal.loss and focal.planning["loss"] == "named by the user"
