@@ -39,10 +39,10 @@ import reference_unet
 from common import ROOT, machine, write_section
 
 from seglab import api
-from seglab.device import Precision
-from seglab.evaluate import evaluate_run
 from seglab.data.layouts import IGNORE_INDEX, find_dataset
 from seglab.data.loading import load_case
+from seglab.device import Precision
+from seglab.evaluate import evaluate_run
 from seglab.infer import build_model, choose_postprocessing
 from seglab.metrics import add_roc_auc, evaluate_case, roc_auc_classes, summarize, write_tables
 from seglab.report.run_page import write_report
