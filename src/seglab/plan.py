@@ -216,7 +216,7 @@ def _model(fp: Fingerprint, overrides: dict[str, Any], topology: dict) -> tuple[
 def _loss(overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The loss the user named, with its own default parameters (not another loss's), else
     Dice + cross-entropy, nnU-Net's. Soft clDice for thin structures is not a default: with 30
-    minutes on a CPU it moved the test score by -0.002 on ISBI 2012's membranes and +0.000 on
+    minutes on a CPU it moved the test score by -0.002 on ISBI 2012's membranes and -0.002 on
     CHASE_DB1's vessels (BENCHMARKS.md: "Soft clDice as the default for thin structures")."""
     name = _named(overrides, "loss")
     if name:
