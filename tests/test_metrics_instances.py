@@ -177,3 +177,14 @@ def test_mask_ap_is_one_for_perfect_predictions_and_scores_3d_objects() -> None:
     assert average_precision(perfect, references)["ap"] == pytest.approx(1.0)
     swapped = [Objects(masks, np.array([2, 1]), np.array([0.9, 0.8]))]
     assert average_precision(swapped, references)["ap"] == 0.0
+
+
+def test_ap_reads_an_empty_crowd_list_of_an_image_without_objects() -> None:
+    """`np.array([])` is float: an image with no reference objects must not break the crowd mask."""
+    empty = Objects(np.zeros((0, 4, 4), bool), np.zeros(0, int), crowd=np.array([]))
+    found = Objects(np.ones((1, 4, 4), bool), np.array([1]), np.array([0.9]))
+    no_crowd = Objects(np.zeros((0, 4, 4), bool), np.zeros(0, int))
+    hit = Objects(np.ones((1, 4, 4), bool), np.array([1]), np.array([0.5]))
+    one = Objects(np.ones((1, 4, 4), bool), np.array([1]))
+    read = average_precision([found, hit], [empty, one])
+    assert read == average_precision([found, hit], [no_crowd, one]) and 0 < read["ap"] < 1

@@ -199,7 +199,8 @@ def average_precision(predictions: Sequence[Objects], references: Sequence[Objec
         for pred, ref in zip(predictions, references):
             d = np.flatnonzero(pred.classes == c)
             d = d[np.argsort(-pred.scores[d], kind="mergesort")][:MAX_DETECTIONS]
-            crowd_all = ref.crowd if ref.crowd is not None else np.zeros(len(ref.classes), bool)
+            crowd_all = (np.asarray(ref.crowd, bool) if ref.crowd is not None
+                         else np.zeros(len(ref.classes), bool))  # an empty list reads as float
             g = np.flatnonzero(ref.classes == c)
             g = g[np.argsort(crowd_all[g], kind="mergesort")]
             crowd = crowd_all[g]
