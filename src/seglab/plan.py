@@ -25,7 +25,8 @@ from seglab.data.io import write_text_atomic
 from seglab.errors import SeglabError
 from seglab.plan_check import LOSS_DEFAULTS, check_plan
 from seglab.plan_instances import (DETECTOR_BATCH, DETECTOR_OPTIMIZER, detector_model,
-                                   detector_patch, instance_method, instances_section)
+                                   detector_patch, instance_method, instances_section,
+                                   named_in)
 
 RIM_CLASS = "object_rim"  # the class an instance plan adds: each object's outer pixels
 MIN_FEATURE_SIZE = 4
@@ -200,7 +201,7 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
 def _model(fp: Fingerprint, overrides: dict[str, Any], topology: dict) -> tuple[dict, str]:
     """The plan's `model` section and why: the model the user named (its options from the
     registry, not from another's), else the family for the data."""
-    name = _named(overrides, "model")
+    name = named_in(overrides, "model")
     if name:
         return models.default_options(name, fp.dims, topology), "named by the user"
     if fp.dims == 2 and fp.channels == 3:
@@ -218,17 +219,10 @@ def _loss(overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:
     Dice + cross-entropy, nnU-Net's. Soft clDice for thin structures is not a default: with 30
     minutes on a CPU it moved the test score by -0.002 on ISBI 2012's membranes and -0.002 on
     CHASE_DB1's vessels (BENCHMARKS.md: "Soft clDice as the default for thin structures")."""
-    name = _named(overrides, "loss")
+    name = named_in(overrides, "loss")
     if name:
         return {"name": name, **LOSS_DEFAULTS.get(name, {})}, "named by the user"
     return {"name": "dice_ce", **LOSS_DEFAULTS["dice_ce"]}, "Dice + cross-entropy (nnU-Net's)"
-
-
-def _named(overrides: dict[str, Any], section: str) -> str | None:
-    """The name an override gives a section (`section.name`, or `section` as a whole)."""
-    whole = overrides.get(section)
-    return overrides.get(f"{section}.name") or (
-        whole.get("name") if isinstance(whole, dict) else None)
 
 
 def _inference(dims: int, device: str) -> dict[str, Any]:

@@ -30,12 +30,19 @@ DETECTOR_OPTIMIZER = {"name": "adamw", "lr": 2e-4, "weight_decay": 1e-4, "moment
                       "grad_clip": 10.0}
 
 
+def named_in(overrides: dict[str, Any], section: str, key: str = "name") -> Any:
+    """What an override names for `section.key`, set alone or inside `section` as a whole."""
+    whole = overrides.get(section)
+    return overrides.get(f"{section}.{key}") or (
+        whole.get(key) if isinstance(whole, dict) else None)
+
+
 def instance_method(fp: Fingerprint, overrides: dict[str, Any]) -> tuple[str, str]:
     """The method and why."""
-    named = overrides.get("instances.method") or (overrides.get("instances") or {}).get("method")
+    named = named_in(overrides, "instances", "method")
     if named:
         return named, "named by the user"
-    model = overrides.get("model.name") or (overrides.get("model") or {}).get("name")
+    model = named_in(overrides, "model")
     if model:  # a network the user named decides: its objects come from its own output
         return ("mask_rcnn", "the model named by the user") if model == "mask_rcnn" else (
             "rim_watershed", f"the model named by the user ({model}) labels pixels: its rim "
