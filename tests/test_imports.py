@@ -35,6 +35,7 @@ LAYERS = [
     {"classical"},
     {"compare"},
     {"api"},
+    {"cli_commands"},
     {"cli", "__main__"},
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

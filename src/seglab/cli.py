@@ -6,15 +6,11 @@ The handlers import the API when called, so that `seglab --help` answers without
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
-import time
 from pathlib import Path
 
+from seglab import cli_commands
 from seglab.errors import SeglabError
-
-DEMO_MARKER = ".seglab-demo"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser("inspect", help="check a dataset and summarise it")
     inspect.add_argument("data", help="dataset folder or seglab.yaml")
-    inspect.set_defaults(handler=_inspect)
+    inspect.set_defaults(handler=cli_commands.inspect)
 
     train = commands.add_parser("train", help="plan and train a model (or --resume a run)")
     train.add_argument("data", nargs="?", help="dataset folder or seglab.yaml")
@@ -64,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="also log every epoch (losses, validation Dice, learning rate, an "
                             "overlay) to RUN/tensorboard or RUN/mlruns (local files, no server)")
     _device_options(train)
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=cli_commands.train)
 
     predict = commands.add_parser(
         "predict", help="predict masks with a trained run, or with a classical --method")
@@ -103,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
                               "passes and folds, mutual information (<name>_maps.npz, or one "
                               "NIfTI per map for NIfTI volumes)")
     _device_options(predict)
-    predict.set_defaults(handler=_predict)
+    predict.set_defaults(handler=cli_commands.predict)
 
     explain = commands.add_parser(
         "explain", help="class activation maps (Grad-CAM) of a run for some images")
@@ -114,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="the class to explain (default: every foreground class)")
     explain.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++",
                                                                  "hirescam"])
-    explain.set_defaults(handler=_explain)
+    explain.set_defaults(handler=cli_commands.explain)
 
     service = commands.add_parser(
         "serve", help="a web service and page that segment uploaded images with a run")
@@ -126,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument("--token", help="require Authorization: Bearer TOKEN on the API")
     service.add_argument("--queue", type=int, default=16,
                          help="requests that may wait while one runs (then 503)")
-    service.set_defaults(handler=_serve)
+    service.set_defaults(handler=cli_commands.serve)
 
     measure = commands.add_parser(
         "measure", help="measure masks in physical units: classes and connected components")
@@ -136,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
                                            "2,0.8,0.8 (default: the files' own)")
     measure.add_argument("--classes", help="the label values to measure and their names, e.g. "
                                            "1=liver,2=tumour (default: every non-zero value)")
-    measure.set_defaults(handler=_measure)
+    measure.set_defaults(handler=cli_commands.measure)
 
     export = commands.add_parser(
         "export", help="export a run's best model to ONNX, checked against PyTorch")
@@ -146,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--quantize", metavar="int8",
                         help="int8: also write a statically quantised copy (model.int8.onnx) and "
                              "report the Dice and speed it costs on the validation cases")
-    export.set_defaults(handler=_export)
+    export.set_defaults(handler=cli_commands.export)
 
     evaluate = commands.add_parser("evaluate", help="score predictions (or a run's test split)")
     evaluate.add_argument("pred", help="folder of predicted masks, or a run folder")
@@ -156,13 +152,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label-values", help="raw:class pairs, e.g. 0:0,255:1")
     evaluate.add_argument("--allow-missing", action="store_true",
                           help="score the predictions there are when reference files have none")
-    evaluate.set_defaults(handler=_evaluate)
+    evaluate.set_defaults(handler=cli_commands.evaluate)
 
     report = commands.add_parser(
         "report", help="write a run's self-contained HTML report (data, curves, metrics, cases)")
     report.add_argument("run", help="run folder")
     report.add_argument("--out", type=Path, help="file to write (default: RUN/report.html)")
-    report.set_defaults(handler=_report)
+    report.set_defaults(handler=cli_commands.report)
 
     compare = commands.add_parser(
         "compare", help="train several models on the same split and budget, tabulate them")
@@ -182,19 +178,19 @@ def _parser() -> argparse.ArgumentParser:
                               "validation cases (largest component, small objects, holes, "
                               "touching objects)")
     _device_options(compare)
-    compare.set_defaults(handler=_compare)
+    compare.set_defaults(handler=cli_commands.compare)
 
     listing = commands.add_parser("models", help="list the registered models and their cost")
     listing.add_argument("--size2d", default="256x256", help="2D input size for GFLOPs")
     listing.add_argument("--size3d", default="64x64x64", help="3D input size for GFLOPs")
-    listing.set_defaults(handler=_models)
+    listing.set_defaults(handler=cli_commands.models)
 
     demo = commands.add_parser("demo", help="generate the built-in data, train, predict, score")
     demo.add_argument("--out", type=Path, default=Path("seglab-demo"))
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--task", choices=("semantic", "instance"), default="semantic",
                       help="instance: objects with a class each, found by the rim + watershed run")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=cli_commands.demo)
     return parser
 
 
@@ -204,199 +200,3 @@ def _device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", default="auto",
                         help="torch.compile: auto (on for CUDA), on or off; a failure falls back "
                              "to eager with a warning")
-
-
-def _inspect(args) -> None:
-    from seglab.api import inspect
-    from seglab.data.inspect import format_fingerprint
-
-    print(format_fingerprint(inspect(args.data)))
-
-
-def _train(args) -> None:
-    from seglab.api import train
-    from seglab.plan import parse_overrides
-
-    if not args.resume and not args.data:
-        raise SeglabError("train: give a dataset (seglab train DATA --out RUN) or --resume")
-    overrides = parse_overrides(args.set, args.plan_overrides)
-    run = train(args.data, args.out, overrides, args.resume, args.device, args.precision,
-                evaluate=not args.no_evaluate, compile=args.compile, minutes=args.minutes,
-                folds=args.folds, fold=args.fold, log=args.log)
-    _print_evaluation(run.path / "evaluation")
-    _print_folds(run.path)
-    print(f"run folder: {run.path}")
-
-
-def _predict(args) -> None:
-    from seglab.api import predict
-
-    if args.method:
-        from seglab.classical.runs import RECORD, parse_params
-
-        written = predict(None, [args.run, *args.inputs], args.out, args.probabilities,
-                          method=args.method, params=parse_params(args.set), fit=args.fit)
-        record = json.loads((args.out / RECORD).read_text())
-        if args.fit:
-            print(f"fitted on {record['fit_cases']} training case(s) of {args.fit}: mean Dice "
-                  f"{record['fit_dice']:.4f}")
-        print(f"wrote {len(written)} mask(s) to {args.out}; parameters in {args.out / RECORD}: "
-              f"{json.dumps(record['params'])}")
-        return
-    if args.set or args.fit:
-        raise SeglabError("--set/--fit: only with a classical --method (a run has its plan)")
-    if not args.inputs:
-        raise SeglabError("predict: give the images after the run: seglab predict RUN IMAGES "
-                          "--out DIR")
-    written = predict(args.run, args.inputs, args.out, args.probabilities, args.device,
-                      args.precision, args.backend, args.compile, args.tta, roi=args.roi,
-                      measure=args.measure, uncertainty=args.uncertainty)
-    print(f"wrote {len(written)} file(s) to {args.out}")
-
-
-def _serve(args) -> None:
-    from seglab.api import serve
-
-    serve(args.run, args.host, args.port, args.max_upload_mb, args.token, args.queue)
-
-
-def _explain(args) -> None:
-    from seglab.api import explain
-
-    written = explain(args.run, args.inputs, args.out, args.class_name, args.method)
-    print(f"wrote {len(written)} map file(s) to {args.out}")
-
-
-def _measure(args) -> None:
-    from seglab.api import measure
-
-    spacing = _numbers(args.spacing, "--spacing") if args.spacing else None
-    classes = dict(_class_name(item) for item in args.classes.split(",")) if args.classes else None
-    written = measure(args.masks, args.out, spacing, classes)
-    print(f"measured {len(args.masks)} input(s): {', '.join(str(p) for p in written)}")
-
-
-def _numbers(text: str, option: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise SeglabError(f"{option} {text}: expected numbers separated by commas, e.g. 0.8,0.8,2")
-    if not all(v > 0 for v in values):
-        raise SeglabError(f"{option} {text}: every value must be positive")
-    return values
-
-
-def _class_name(item: str) -> tuple[int, str]:
-    value, _, name = item.partition("=")
-    if not value.strip().isdigit() or not name.strip():
-        raise SeglabError(f"--classes {item!r}: expected VALUE=NAME, e.g. 1=liver,2=tumour")
-    return int(value), name.strip()
-
-
-def _export(args) -> None:
-    from seglab.api import export
-
-    exported = export(args.run, args.out, args.format, args.quantize)
-    print(f"wrote {exported.path} (ONNX Runtime against PyTorch on a random patch: max abs "
-          f"diff {exported.max_abs_diff:.1e})")
-    if report := exported.quantization:
-        print(f"wrote {exported.int8_path}: on {report.cases} {report.split} case(s), mean Dice "
-              f"{report.dice_fp32:.4f} fp32, {report.dice_int8:.4f} int8 (int8 against fp32 "
-              f"masks {report.dice_int8_vs_fp32:.4f}); {report.images_per_second_fp32:.1f} "
-              f"images/s fp32, {report.images_per_second_int8:.1f} int8 (CPU)")
-
-
-def _evaluate(args) -> None:
-    from seglab.api import evaluate
-
-    if args.reference is None:
-        evaluate(args.pred)
-        _print_evaluation(Path(args.pred) / "evaluation")
-        _print_folds(Path(args.pred))
-        return
-    out = args.out or Path(args.pred) / "evaluation"
-    classes = args.classes.split(",") if args.classes else None
-    values = None
-    if args.label_values:
-        try:
-            values = {int(a): int(b) for a, b in (p.split(":") for p in args.label_values.split(","))}
-        except ValueError:
-            raise SeglabError(f"--label-values {args.label_values!r}: expected pairs like 0:0,255:1")
-    evaluate(args.pred, args.reference, out, classes, values, args.allow_missing)
-    _print_evaluation(out)
-
-
-def _report(args) -> None:
-    from seglab.api import report
-
-    print(f"wrote {report(args.run, args.out)}")
-
-
-def _compare(args) -> None:
-    from seglab.api import compare
-    from seglab.plan import parse_overrides
-    from seglab.report.compare_page import format_text
-
-    overrides = parse_overrides(args.set, args.plan_overrides)
-    out = compare(args.data, args.models, args.out, args.minutes, args.epochs, overrides,
-                  args.device, args.precision, resume=args.resume, compile=args.compile,
-                  postprocessing=args.postprocessing)
-    print(format_text(json.loads((out / "comparison.json").read_text())))
-    print(f"\n{out}: comparison.csv, comparison.md, comparison.html, comparison.json, runs/")
-
-
-def _models(args) -> None:
-    from seglab.models.summary import models_table
-
-    try:
-        size2d = tuple(int(n) for n in args.size2d.split("x"))
-        size3d = tuple(int(n) for n in args.size3d.split("x"))
-    except ValueError:
-        raise SeglabError("--size2d/--size3d: expected sizes like 256x256 and 64x64x64")
-    if len(size2d) != 2 or len(size3d) != 3:
-        raise SeglabError("--size2d needs two numbers and --size3d three, e.g. 256x256, 64x64x64")
-    print(models_table(size2d, size3d))
-
-
-def _demo(args) -> None:
-    from seglab.api import demo
-
-    out: Path = args.out
-    if out.exists() and any(out.iterdir()):
-        if not (out / DEMO_MARKER).exists():
-            raise SeglabError(f"{out}: folder exists and is not a seglab demo; choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / DEMO_MARKER).touch()
-    started = time.monotonic()
-    run, summary = demo(out, seed=args.seed, task=args.task)
-    _print_evaluation(run.path / "evaluation")
-    print(f"\nmean test Dice {summary['mean']['dice']['mean']:.4f} over {summary['n_cases']} test "
-          f"images, {time.monotonic() - started:.0f} s in all")
-    if "objects" in summary:
-        objects = summary["objects"]
-        print(f"objects: F1 at IoU 0.5 {objects['pooled_f1']:.4f} ({objects['tp']} of "
-              f"{objects['n_ref']} found, {objects['fp']} false), the right class for "
-              f"{objects['pooled_class_accuracy']:.1%} of those found")
-    print(f"data: {out / 'data'}\nrun:  {run.path}  (plan.json, log.jsonl, checkpoints/, "
-          "predictions/test/, evaluation/)")
-
-
-def _print_folds(run: Path) -> None:
-    """Each fold's mean test Dice beside the ensemble's, for a cross-validated run."""
-    scored = sorted(run.glob("fold_*/evaluation/metrics.json"),
-                    key=lambda path: int(path.parent.parent.name.removeprefix("fold_")))
-    if not scored or not (run / "evaluation" / "metrics.json").is_file():
-        return
-    for path in [*scored, run / "evaluation" / "metrics.json"]:
-        name = path.parent.parent.name if path.parent.parent != run else "ensemble"
-        dice = json.loads(path.read_text())["summary"]["mean"]["dice"]["mean"]
-        print(f"{name:>8}  mean test Dice {dice:.4f}")
-
-
-def _print_evaluation(folder: Path) -> None:
-    from seglab.metrics import format_summary_table
-
-    path = folder / "metrics.json"
-    if path.exists():
-        print(format_summary_table(json.loads(path.read_text())["summary"]))
