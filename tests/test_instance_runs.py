@@ -45,7 +45,7 @@ def test_an_instance_run_chooses_its_thresholds_and_scores_objects(tmp_path: Pat
     run = api.train(data, tmp_path / "run", {**TINY_2D, "epochs": 3}, progress=False)
     plan = run.plan()
     assert plan.task == "instance" and plan.classes == ["background", "nucleus", "object_rim"]
-    assert plan.instances == {"method": "rim_watershed", "rim_class": 2}
+    assert plan.instances == {"method": "rim_watershed", "rim_class": 2, "contact_width": 1}
     split = run.read_json("instance_split.json")
     assert len(split["tried"]) == 20 and split["validation_dsb_score"] is not None
     summary = json.loads((run.path / "evaluation" / "metrics.json").read_text())["summary"]

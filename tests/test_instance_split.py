@@ -33,6 +33,14 @@ def test_the_rim_target_marks_where_objects_touch_and_meet_the_background() -> N
     assert target[12, 12] == 1 and target[12, 26] == 1 and target[0, 0] == 0
 
 
+def test_a_wider_contact_rim_deepens_the_seam_only_where_objects_touch() -> None:
+    instances = _two_touching_discs()
+    plain, wide = instances.with_boundaries(2), instances.with_boundaries(2, contact_width=2)
+    assert [wide[12, x] for x in range(16, 22)] == [1, 2, 2, 2, 2, 1]  # 2 deep on each side
+    assert [plain[12, x] for x in range(16, 22)] == [1, 1, 2, 2, 1, 1]
+    assert wide[12, 5] == plain[12, 5] == 2 and wide[12, 6] == plain[12, 6] == 1  # background side
+
+
 def test_touching_objects_come_back_as_two_with_their_pixels() -> None:
     instances = _two_touching_discs()
     found = split_objects(_probabilities(instances, 2), 2, seed_threshold=0.5,

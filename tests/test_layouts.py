@@ -131,3 +131,19 @@ def test_field_of_view_finds_the_bright_disc_and_drops_the_dark_surround() -> No
 def test_unknown_layout_says_to_write_a_seglab_yaml(tmp_path: Path) -> None:
     with pytest.raises(SeglabError, match="seglab.yaml"):
         find_dataset(tmp_path)
+
+
+def test_inspect_measures_each_class_width_from_its_skeleton(tmp_path: Path) -> None:
+    """Class 1 is a 3-pixel-wide line 40 long, class 2 a 20x20 square: widths about 3 and far
+    above it (pixels per skeleton pixel; the square's skeleton is a point or a short line)."""
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+    for k in range(2):
+        label = np.zeros((48, 64), np.uint8)
+        label[10:13, 5:45] = 1
+        label[20:40, 30 + k:50 + k] = 2
+        Image.fromarray(label).save(tmp_path / "labels" / f"c{k}.png")
+        Image.fromarray((label * 80).astype(np.uint8)).save(tmp_path / "images" / f"c{k}.png")
+    widths = inspect_dataset(find_dataset(tmp_path)).class_widths
+    assert widths[1] == pytest.approx(3.0, abs=0.2)
+    assert widths[2] > 20

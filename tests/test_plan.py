@@ -89,6 +89,21 @@ def test_colour_images_get_a_pretrained_encoder_and_grey_ones_the_dynamic_unet()
     assert named.model["name"] == "unet" and named.planning["model"] == "named by the user"
 
 
+def test_colour_images_of_thin_structures_get_the_dynamic_unet_with_their_widths() -> None:
+    fp = _fingerprint(2, [97, 131], [1.0, 1.0], "fundus", channels=3)
+    for widths, family in (([30.0, 6.4], "unet"), ([30.0, 12.0], "encoder_unet"),
+                           ([30.0, None], "encoder_unet"), (None, "encoder_unet")):
+        fp.class_widths = widths
+        plan = make_plan(fp)
+        assert plan.model["name"] == family
+        assert ("thin structures (mean width 6.4 px" in plan.planning["model"]) == (
+            family == "unet")
+    fp.class_widths, fp.task = [30.0, 6.4], "instance"
+    fp.objects = {"total": 90, "per_class": [0, 90], "per_case": {"min": 30, "median": 30,
+                  "max": 30}, "diameter": {"p10": 6.0, "median": 7.0, "p90": 8.0}}
+    assert make_plan(fp).model["name"] == "encoder_unet"
+
+
 def test_mirroring_is_planned_on_a_gpu_only() -> None:
     fp = _fingerprint(3, [40, 50, 30], [1.0, 1.0, 1.0])
     assert make_plan(fp, device="cuda").inference["mirror_axes"] == [0, 1, 2]

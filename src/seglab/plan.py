@@ -33,6 +33,9 @@ MIN_FEATURE_SIZE = 4
 ENCODER_STRIDE = 32  # the output stride of the encoder models' timm backbones
 MAX_POOLINGS = 6
 ANISOTROPY_RATIO = 2.0
+# Pixels per skeleton pixel (a class's mean width): CHASE_DB1's vessels 6.4, ISBI 2012's
+# membranes 6.8, CamVid's cars 45, DSB2018's nuclei 15 or more.
+THIN_WIDTH = 8.0
 
 # Fine-tuning: `init_from` is a run folder or a checkpoint whose matching weights start training;
 # the encoder (where the model has one) stays frozen for the first `freeze_encoder_epochs`.
@@ -204,14 +207,33 @@ def _model(fp: Fingerprint, overrides: dict[str, Any], topology: dict) -> tuple[
     name = named_in(overrides, "model")
     if name:
         return models.default_options(name, fp.dims, topology), "named by the user"
-    if fp.dims == 2 and fp.channels == 3:
+    if fp.dims == 2 and fp.channels == 3 and not _thin(fp):
         options = {**models.default_options("encoder_unet", 2, topology), **PRETRAINED_MODEL}
         return options, ("colour 2D images: a U-Net on an ImageNet-pretrained EfficientNet-Lite0 "
                          "encoder (features learned from photographs transfer; weights offline)")
-    reason = ("volumes" if fp.dims == 3 else f"{fp.channels}-channel images") + (
-        ": nnU-Net's dynamic U-Net, its stages fitted to the patch and spacing (no pretrained "
-        "encoder fits grey or multi-modal medical data)")
+    if fp.dims == 2 and fp.channels == 3:
+        reason = (f"colour 2D images of thin structures (mean width {_widths_text(fp)} px, at "
+                  f"most {THIN_WIDTH:g}): nnU-Net's dynamic U-Net, whose first stage sees every "
+                  "pixel at full resolution (the pretrained encoder's first convolution halves "
+                  "it); on CHASE_DB1's vessels it beat the EfficientNet-Lite0 U-Net in the same "
+                  "30 CPU minutes (BENCHMARKS.md)")
+    else:
+        reason = ("volumes" if fp.dims == 3 else f"{fp.channels}-channel images") + (
+            ": nnU-Net's dynamic U-Net, its stages fitted to the patch and spacing (no "
+            "pretrained encoder fits grey or multi-modal medical data)")
     return models.default_options("unet", fp.dims, topology), reason
+
+
+def _thin(fp: Fingerprint) -> bool:
+    """Every foreground class is thin (2D, mean width at most THIN_WIDTH pixels): vessels,
+    membranes, cracks. Objects (instance tasks) are not."""
+    widths = (fp.class_widths or [None])[1:]
+    return fp.task == "semantic" and bool(widths) and all(
+        w is not None and w <= THIN_WIDTH for w in widths)
+
+
+def _widths_text(fp: Fingerprint) -> str:
+    return ", ".join(f"{w:g}" for w in (fp.class_widths or [])[1:])
 
 
 def _loss(overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:

@@ -329,7 +329,9 @@ PLAN = section({
     "planning": mapping(STRING, ANY),
     "task": choice("semantic", "instance"),
     "instances": optional(variant("method", lambda dims: {
-        "rim_watershed": section({"method": STRING, "rim_class": integer(min=1)}),
+        "rim_watershed": section({"method": STRING, "rim_class": integer(min=1),
+                                  "contact_width": integer(min=1)},
+                                 optional=("contact_width",)),  # plans before it: 1
         "mask_rcnn": section({"method": STRING, "score_threshold": PROBABILITY,
                               "mask_threshold": PROBABILITY})})),
 }, optional=("transfer", "adversarial", "seed", "notes", "planning", "task",

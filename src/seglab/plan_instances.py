@@ -25,6 +25,9 @@ CROWDED = 20  # median objects per image from which boxes crowd each other (DSB2
 SMALL_DIAMETER = 16.0  # median object diameter (pixels) under which a stride-4 pyramid blurs them
 MAX_DETECTOR_PATCH = 512  # training crops: a CPU step on 512² takes about a second
 DETECTOR_BATCH = 2
+# The rim watershed's rim, in pixels deep where two objects touch (1 elsewhere): the gap between
+# touching objects that the network learns to draw is twice this.
+CONTACT_WIDTH = 1
 DETECTOR_OPTIMIZER = {"name": "adamw", "lr": 2e-4, "weight_decay": 1e-4, "momentum": 0.9,
                       "nesterov": False, "schedule": "poly", "warmup_fraction": 0.05,
                       "grad_clip": 10.0}
@@ -62,7 +65,7 @@ def instance_method(fp: Fingerprint, overrides: dict[str, Any]) -> tuple[str, st
 def instances_section(method: str, n_classes: int) -> dict[str, Any]:
     if method == "mask_rcnn":
         return {"method": method, "score_threshold": 0.5, "mask_threshold": 0.5}
-    return {"method": method, "rim_class": n_classes}
+    return {"method": method, "rim_class": n_classes, "contact_width": CONTACT_WIDTH}
 
 
 def detector_model(fp: Fingerprint) -> dict[str, Any]:

@@ -84,7 +84,8 @@ def prepare_case(case: Case, plan: Plan) -> Prepared:
             if plan.instances["method"] == "mask_rcnn":
                 target, kind, objects = case.instances.ids, np.int32, dict(case.instances.classes)
             else:
-                target = case.instances.with_boundaries(plan.instances["rim_class"])
+                target = case.instances.with_boundaries(
+                    plan.instances["rim_class"], plan.instances.get("contact_width", 1))
         label = resize(target[None], shape, "nearest")[0].astype(kind)
     if case.roi is not None:
         roi = resize(case.roi[None].astype(np.float32), shape, "nearest")[0] > 0.5

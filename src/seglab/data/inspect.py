@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from skimage.morphology import skeletonize
 
 from seglab.data.io import read_label
 from seglab.data.layouts import IGNORE_INDEX, Dataset
@@ -14,6 +15,7 @@ from seglab.data.loading import load_case, read_case_instances
 from seglab.errors import SeglabError
 
 INTENSITY_SAMPLES_PER_CASE = 10_000
+WIDTH_CASES = 20  # cases whose label skeletons measure the classes' widths
 
 
 @dataclass
@@ -40,6 +42,10 @@ class Fingerprint:
     task: str = "semantic"  # "instance" where the labels give objects
     # Instance datasets: objects per class (class-index order) and per case (min, median, max).
     objects: dict[str, Any] | None = None
+    # 2D: each class's mean width in pixels (its pixels per skeleton pixel over the first
+    # WIDTH_CASES cases; None where absent there, and for volumes). Thin colour classes get the
+    # dynamic U-Net (plan._model).
+    class_widths: list[float | None] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,7 +85,7 @@ def inspect_dataset(dataset: Dataset) -> Fingerprint:
         except SeglabError as error:
             problems.append(str(error))
             continue
-        records.append(_record(case, raw, ref.labels[0], rng))
+        records.append(_record(case, raw, ref.labels[0], rng, len(records) < WIDTH_CASES))
     dims = {r["dims"] for r in records}
     if len(dims) > 1:
         by_dims = {d: next(r["path"] for r in records if r["dims"] == d) for d in sorted(dims)}
@@ -121,8 +127,11 @@ def _objects(counts: list[dict[int, int]], diameters: list[float],
                          "p90": float(spread[2])}}
 
 
-def _record(case, raw: np.ndarray, label_path: Path, rng: np.random.Generator) -> dict:
+def _record(case, raw: np.ndarray, label_path: Path, rng: np.random.Generator,
+            measure_widths: bool) -> dict:
     values, counts = np.unique(raw, return_counts=True)
+    skeletons = ({int(v): int(skeletonize(raw == v).sum()) for v in values}
+                 if measure_widths and raw.ndim == 2 else {})
     flat_index = rng.integers(0, raw.size, size=min(INTENSITY_SAMPLES_PER_CASE, raw.size))
     return {
         "path": case.meta["path"],
@@ -132,6 +141,7 @@ def _record(case, raw: np.ndarray, label_path: Path, rng: np.random.Generator) -
         "shape": list(case.shape),
         "spacing": [float(s) for s in case.spacing],
         "values": {int(v): int(c) for v, c in zip(values, counts)},
+        "skeletons": skeletons,
         "sample_labels": raw.reshape(-1)[flat_index],
         "sample_intensities": case.image.reshape(case.channels, -1)[:, flat_index],
     }
@@ -169,10 +179,15 @@ def _fingerprint(dataset: Dataset, records: list[dict], notes: list[str]) -> Fin
     n_classes = len(dataset.classes)
     lookup = {k: k for k in range(n_classes)} | (dataset.label_values or {})
     class_voxels = [0] * n_classes
+    width_pixels, skeleton_pixels = np.zeros(n_classes), np.zeros(n_classes)
     for record in records:
         for value, count in record["values"].items():
             if value in lookup:
                 class_voxels[lookup[value]] += count
+        for value, count in record["skeletons"].items():
+            if value in lookup:
+                width_pixels[lookup[value]] += record["values"][value]
+                skeleton_pixels[lookup[value]] += count
     labels = np.concatenate([r["sample_labels"] for r in records])
     intensities = np.concatenate([r["sample_intensities"] for r in records], axis=1)
     foreground = np.isin(labels, [v for v, k in lookup.items() if k > 0])
@@ -195,6 +210,9 @@ def _fingerprint(dataset: Dataset, records: list[dict], notes: list[str]) -> Fin
         ignore_label=dataset.ignore_label, roi_rule=dataset.roi_rule, modality=dataset.modality,
         class_voxels=class_voxels, shapes=[r["shape"] for r in records],
         spacings=[r["spacing"] for r in records], intensity=stats, notes=notes,
+        class_widths=[round(float(p / n), 2) if n else None
+                      for p, n in zip(width_pixels, skeleton_pixels)] if records[0]["dims"] == 2
+        else None,
     )
 
 

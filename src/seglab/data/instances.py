@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pycocotools import mask as coco_mask
+from scipy import ndimage
 from skimage.draw import polygon as fill_polygon
 from skimage.segmentation import find_boundaries
 
@@ -58,13 +59,20 @@ class Instances:
             label[self.ignore] = IGNORE_INDEX
         return label
 
-    def with_boundaries(self, boundary_class: int) -> np.ndarray:
+    def with_boundaries(self, boundary_class: int, contact_width: int = 1) -> np.ndarray:
         """The class map with each object's rim (its pixels next to the background or to another
         object, face-connected) set to `boundary_class`: the target that lets a semantic network
-        keep touching objects apart (`seglab.instance_split` turns its output into objects)."""
+        keep touching objects apart (`seglab.instance_split` turns its output into objects).
+        Where two objects touch, each one's rim there is `contact_width` pixels deep, so that
+        the gap the network must draw between them is 2 x `contact_width` wide."""
         label = self.semantic()
-        rim = find_boundaries(self.ids, connectivity=1, mode="inner") & (self.ids > 0)
-        label[rim] = boundary_class
+        inside = self.ids > 0
+        rim = find_boundaries(self.ids, connectivity=1, mode="inner") & inside
+        contact = _touching(self.ids)
+        if contact_width > 1 and contact.any():
+            cross = ndimage.generate_binary_structure(self.ids.ndim, 1)
+            contact = ndimage.binary_dilation(contact, cross, contact_width - 1) & inside
+        label[rim | contact] = boundary_class
         return label
 
     def counts_per_class(self) -> dict[int, int]:
@@ -72,6 +80,20 @@ class Instances:
         for class_index in self.classes.values():
             counts[class_index] = counts.get(class_index, 0) + 1
         return counts
+
+
+def _touching(ids: np.ndarray) -> np.ndarray:
+    """The object pixels with a face neighbour in another object."""
+    touching = np.zeros(ids.shape, bool)
+    for axis in range(ids.ndim):
+        before = [slice(None)] * ids.ndim
+        after = [slice(None)] * ids.ndim
+        before[axis], after[axis] = slice(None, -1), slice(1, None)
+        a, b = ids[tuple(before)], ids[tuple(after)]
+        differ = (a != b) & (a > 0) & (b > 0)
+        touching[tuple(before)] |= differ
+        touching[tuple(after)] |= differ
+    return touching
 
 
 def paint(masks: Sequence[np.ndarray], classes: Sequence[int], shape: tuple[int, ...],
