@@ -42,6 +42,12 @@ THIN_WIDTH = 8.0
 TRANSFER_DEFAULTS = {"init_from": None, "freeze_encoder_epochs": 0}
 # Adversarial training (Luc et al. 2016): weight 0 turns it off.
 ADVERSARIAL_DEFAULTS = {"weight": 0.0, "lr": 2e-4, "width": 32}
+# Learning from images without masks (`seglab.train.semi`): "mean_teacher" (Tarvainen & Valpola
+# 2017) adds `weight` x the consistency between the student and its exponential moving average
+# (decay `ema_decay`), ramped up over the first `rampup_fraction` of training; "none" ignores
+# the unlabelled images.
+SEMI_SUPERVISED_DEFAULTS = {"method": "none", "weight": 1.0, "rampup_fraction": 0.25,
+                            "ema_decay": 0.99, "noise": 0.1}
 # AdamW under the poly schedule with nnU-Net's gradient clipping; `momentum` and `nesterov` are
 # read when `name` is sgd (nnU-Net's 0.99, Nesterov). See `seglab.train.optim`.
 OPTIMIZER_DEFAULTS = {"name": "adamw", "lr": 3e-3, "weight_decay": 1e-4, "momentum": 0.99,
@@ -85,6 +91,8 @@ class Plan:
     # configurations timed on this machine and why one was chosen (`seglab.plan_budget`).
     planning: dict[str, Any] = field(default_factory=dict)
     adversarial: dict[str, Any] = field(default_factory=lambda: dict(ADVERSARIAL_DEFAULTS))
+    semi_supervised: dict[str, Any] = field(
+        default_factory=lambda: dict(SEMI_SUPERVISED_DEFAULTS))
     seed: int = 0
     notes: list[str] = field(default_factory=list)
     # "instance": objects found by `instances.method` (`seglab.plan_instances`): the network
@@ -189,7 +197,10 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
         inference=inference,
         split={"val_fraction": 0.15, "test_fraction": 0.2, "fixed": None, "folds": None},
         planning={"model": family_reason, "loss": loss_reason,
-                  **({"instances": method_reason} if method else {})},
+                  **({"instances": method_reason} if method else {}),
+                  **({"semi_supervised": f"{fp.n_unlabeled} unlabelled images are not trained "
+                                         "on; semi_supervised.method=mean_teacher learns from "
+                                         "them too"} if fp.n_unlabeled else {})},
         task=task,
         instances=instances_section(method, len(fp.classes)) if method else None,
     )
@@ -198,6 +209,9 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
         raise SeglabError("split.folds: a Mask R-CNN run is not cross-validated (its folds' "
                           "detections do not average into one ensemble); train it without "
                           "--folds, or set instances.method=rim_watershed")
+    if plan.model["name"] == "mask_rcnn" and plan.semi_supervised["method"] != "none":
+        raise SeglabError("semi_supervised.method: the mean teacher trains networks that label "
+                          "pixels, not Mask R-CNN; set instances.method=rim_watershed")
     return plan
 
 

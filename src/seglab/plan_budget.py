@@ -47,6 +47,9 @@ MIRROR_SECONDS = 30.0
 # MAX_VALIDATIONS of them; a 5-minute fold validated 22 times spent 12 minutes validating).
 VALIDATION_SHARE = 0.1
 MAX_VALIDATIONS = 25
+# A mean-teacher step against a supervised one: the student's forward and backward on twice the
+# patches, and the teacher's forward (a third of a training step) on half of them.
+SEMI_SUPERVISED_COST = 7 / 3
 
 
 def fit_to_budget(plan: Plan, fp: Fingerprint, overridden: set[str],
@@ -92,6 +95,9 @@ def _fit_network(plan: Plan, fp: Fingerprint, overridden: set[str], precision: P
         for key in overridden)
     candidates = [_timed(c, plan, precision) for c in _candidates(plan, fp, free_patch,
                                                                    free_network)]
+    # The seconds that supervised steps of the timed kind fill: a semi-supervised step also
+    # trains on as many unlabelled patches and runs the teacher on them.
+    seconds = seconds / (SEMI_SUPERVISED_COST if plan.semi_supervised["method"] != "none" else 1)
     chosen, reason = _choose(candidates, plan.dims, seconds)
     if free_patch:
         plan.patch_size = chosen["patch_size"]

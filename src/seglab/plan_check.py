@@ -320,10 +320,13 @@ PLAN = section({
         "mirror_axes": list_of(AXIS), "tta_reason": STRING}, optional=("tta_reason",)),
     "split": section({
         "val_fraction": FRACTION, "test_fraction": FRACTION, "folds": optional(integer(min=2)),
-        "fixed": optional(mapping(choice("train", "val", "test"),
+        "fixed": optional(mapping(choice("train", "val", "test", "unlabeled"),
                                   either(list_of(STRING), STRING)))}, optional=("folds",)),
     "transfer": section({"init_from": optional(STRING), "freeze_encoder_epochs": integer(min=0)}),
     "adversarial": section({"weight": number(min=0), "lr": POSITIVE, "width": COUNT}),
+    "semi_supervised": section({"method": choice("none", "mean_teacher"),
+                                "weight": number(min=0), "rampup_fraction": FRACTION,
+                                "ema_decay": PROBABILITY, "noise": number(min=0)}),
     "seed": integer(min=0),
     "notes": list_of(STRING),
     "planning": mapping(STRING, ANY),
@@ -334,8 +337,8 @@ PLAN = section({
                                  optional=("contact_width",)),  # plans before it: 1
         "mask_rcnn": section({"method": STRING, "score_threshold": PROBABILITY,
                               "mask_threshold": PROBABILITY})})),
-}, optional=("transfer", "adversarial", "seed", "notes", "planning", "task",
-             "instances"))  # Plan's defaulted fields
+}, optional=("transfer", "adversarial", "semi_supervised", "seed", "notes", "planning",
+             "task", "instances"))  # Plan's defaulted fields
 
 
 def check_plan(data: dict) -> None:

@@ -178,7 +178,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def make_split(case_ids: list[str], fixed: dict[str, list[str]] | None, val_fraction: float,
                test_fraction: float, seed: int) -> dict[str, list[str]]:
-    """Train/val/test ids: fixed subsets are kept, the rest drawn at random with the seed."""
+    """Train/val/test ids: fixed subsets are kept, the rest drawn at random with the seed. Cases
+    fixed as "unlabeled" (their masks withheld: few-label experiments) are in no other subset,
+    and listed under that name."""
     fixed = fixed or {}
     rng = np.random.default_rng(seed)
     taken = {i for ids in fixed.values() for i in ids}
@@ -194,4 +196,5 @@ def make_split(case_ids: list[str], fixed: dict[str, list[str]] | None, val_frac
     split["train"] = list(fixed.get("train", [])) or sorted(remaining[k] for k in order)
     if not split["train"]:
         raise SeglabError("the split leaves no case for training")
-    return {"train": split["train"], "val": split["val"], "test": split["test"]}
+    unlabeled = {"unlabeled": list(fixed["unlabeled"])} if fixed.get("unlabeled") else {}
+    return {"train": split["train"], "val": split["val"], "test": split["test"], **unlabeled}

@@ -63,6 +63,15 @@ def planned_split(dataset: Dataset, plan: Plan) -> dict[str, list[str]]:
         split = {**split, "train": sorted(split["train"] + split["val"]), "val": []}
         if len(split["train"]) < folds:
             raise SeglabError(f"split.folds={folds}: only {len(split['train'])} training cases")
+    if plan.semi_supervised["method"] == "none":
+        split.pop("unlabeled", None)
+    else:
+        split["unlabeled"] = split.get("unlabeled", []) + [r.case_id for r in dataset.unlabeled]
+        if not split["unlabeled"]:
+            raise SeglabError(f"semi_supervised.method={plan.semi_supervised['method']}: "
+                              f"{dataset.source} has no unlabelled images (images without "
+                              "masks, an `unlabeled:` glob in seglab.yaml, or split.fixed."
+                              "unlabeled)")
     return split
 
 
@@ -71,8 +80,10 @@ def fold_split(split: dict[str, list[str]], folds: int, k: int, seed: int) -> di
     near-equal parts): that part validates, the rest trains; the test cases stay test cases."""
     order = np.random.default_rng(seed).permutation(len(split["train"]))
     held_out = {split["train"][i] for i in np.array_split(order, folds)[k]}
+    unlabeled = {"unlabeled": split["unlabeled"]} if "unlabeled" in split else {}
     return {"train": [i for i in split["train"] if i not in held_out],
-            "val": [i for i in split["train"] if i in held_out], "test": list(split["test"])}
+            "val": [i for i in split["train"] if i in held_out], "test": list(split["test"]),
+            **unlabeled}
 
 
 def fold_run(run: Run, k: int) -> Run:
@@ -125,7 +136,7 @@ def open_dataset(run: Run) -> Dataset:
 def prepare_cases(dataset: Dataset, ids: list[str], plan: Plan,
                   cache: PreparedCache | None = None) -> list[Prepared]:
     """The cases `ids` in the plan's space, read from (or first written to) `cache` when given."""
-    refs = {ref.case_id: ref for ref in dataset.cases}
+    refs = {ref.case_id: ref for ref in [*dataset.cases, *dataset.unlabeled]}
     missing = [i for i in ids if i not in refs]
     if missing:
         raise SeglabError(f"{dataset.source}: cases {missing[:5]} of the run's split are gone")

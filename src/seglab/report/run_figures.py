@@ -37,10 +37,12 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def learning_curves(log: list[dict[str, Any]]) -> str:
-    """Training loss, validation Dice (mean and per class) and learning rate per epoch."""
+    """Training loss (and a semi-supervised run's consistency term, part of it), validation Dice
+    (mean and per class) and learning rate per epoch."""
     epochs = [record.get("epoch") for record in log]
     dice = list(dict.fromkeys(k for r in log for k in r if k.startswith(("mean_dice", "dice_"))))
-    panels = [("training loss", ["loss"]), ("validation Dice", dice), ("learning rate", ["lr"])]
+    losses = ["loss"] + (["consistency_loss"] if any("consistency_loss" in r for r in log) else [])
+    panels = [("training loss", losses), ("validation Dice", dice), ("learning rate", ["lr"])]
     figure = _figure(13, 3.4)
     for index, (title, keys) in enumerate(panels):
         axes = figure.add_subplot(1, 3, index + 1)

@@ -31,7 +31,8 @@ from seglab.train.detection import DetectionSampler, DetectionStep, detection_sc
 from seglab.train.distributed import Distributed
 from seglab.train.loss import create_loss, main_output
 from seglab.train.optim import create_optimizer, learning_rate, set_learning_rate
-from seglab.train.sampling import EpochBatches, PatchSampler
+from seglab.train.sampling import EpochBatches, PatchSampler, WithUnlabeled
+from seglab.train.semi import MeanTeacher
 from seglab.train.tracking import Tracker, open_tracker
 from seglab.train.tracking import overlay as tracking_overlay
 from seglab.run_setup import open_dataset, prepare_cases
@@ -63,14 +64,15 @@ def _train(run: Run, dist: Distributed, precision: Precision | None, progress: b
     if dist.active and plan.adversarial["weight"] > 0:
         raise SeglabError("adversarial training runs on one process only; start it without "
                           "torchrun")
-    train_cases, val_cases = _cases(run, plan, dist)
+    train_cases, val_cases, unlabeled_cases = _cases(run, plan, dist)
 
     torch.manual_seed(plan.seed)
     model = precision.prepare_model(build_model(plan))
     optimizer = create_optimizer(model.parameters(), plan.optimizer)
     adversary = (Adversary(plan.patch_size, plan.in_channels, plan.n_classes, plan.adversarial,
                            precision.device) if plan.adversarial["weight"] > 0 else None)
-    state = _restore(run, plan, model, optimizer, adversary, progress and dist.is_main)
+    teacher = MeanTeacher(model, plan.semi_supervised) if unlabeled_cases else None
+    state = _restore(run, plan, model, optimizer, adversary, teacher, progress and dist.is_main)
     if dist.is_main:
         _trim_log(run, state["epoch"])
         run.remove_partial_writes()
@@ -87,12 +89,16 @@ def _train(run: Run, dist: Distributed, precision: Precision | None, progress: b
     freeze = plan.transfer["freeze_encoder_epochs"]
     net = dist.wrap(model, find_unused=bool(freeze))
     detector = plan.model["name"] == "mask_rcnn"  # Mask R-CNN: its batches, step, validation
-    sampler = (DetectionSampler if detector else PatchSampler)(
-        train_cases, plan, np.random.default_rng(plan.seed),
-        batch_size=max(1, plan.batch_size // dist.world))
+    rng, batch_size = np.random.default_rng(plan.seed), max(1, plan.batch_size // dist.world)
+    sampler = (DetectionSampler if detector else PatchSampler)(train_cases, plan, rng,
+                                                               batch_size=batch_size)
+    if teacher:
+        sampler = WithUnlabeled(sampler, PatchSampler(unlabeled_cases, plan, rng, batch_size,
+                                                      labeled=False))
     step = (DetectionStep(net, optimizer, precision, plan.optimizer["grad_clip"]) if detector
             else TrainStep(net, optimizer, create_loss(plan.loss), precision, adversary,
-                           plan.optimizer["grad_clip"]))
+                           plan.optimizer["grad_clip"], teacher))
+    validated = teacher.teacher if teacher else model  # what validation scores and best.pt keeps
     encoder = models.encoder_parameters(model) if freeze else []
     record: dict[str, Any] = {}
     while state["epoch"] < plan.epochs and not state["finished"]:
@@ -104,7 +110,7 @@ def _train(run: Run, dist: Distributed, precision: Precision | None, progress: b
                              pin_memory=precision.device.type == "cuda",
                              multiprocessing_context="fork" if workers else None)
         losses = _train_epoch(net, step, batches, plan, state, budget, dist, progress)
-        val = _validate(model, val_cases, plan, precision, dist)
+        val = _validate(validated, val_cases, plan, precision, dist)
         # A later model that scores as well is kept: ties go to the longer-trained one.
         improved = val["mean_dice"] >= state["best_dice"] or not val_cases
         if improved:
@@ -112,12 +118,13 @@ def _train(run: Run, dist: Distributed, precision: Precision | None, progress: b
         record = {"epoch": state["epoch"], "step": state["step"],
                   "loss": float(np.mean([x for rank in dist.gather(losses) for x in rank])),
                   "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(state["elapsed"], 2),
-                  **val}
+                  **_consistency(step), **val}
         if dist.is_main:
-            _save(run, record, state, improved, model, optimizer, adversary)
+            _save(run, record, state, improved, model, optimizer, adversary, teacher)
         if tracker is not None:
             shown = [] if detector else val_cases[:TRACKED_CASES]
-            tracker.epoch(record, [_overlay(model, case, plan, precision) for case in shown])
+            tracker.epoch(record, [_overlay(validated, case, plan, precision)
+                                   for case in shown])
         if progress and dist.is_main:
             tqdm.write(f"epoch {state['epoch']:>3}  step {state['step']}  loss "
                        f"{record['loss']:.4f}  val Dice {val['mean_dice']:.4f}  lr "
@@ -125,6 +132,16 @@ def _train(run: Run, dist: Distributed, precision: Precision | None, progress: b
             sys.stdout.flush()  # a piped log shows each epoch when it ends
     dist.barrier()
     return record
+
+
+def _consistency(step: "TrainStep | DetectionStep") -> dict[str, float]:
+    """The epoch's mean weighted consistency term of a semi-supervised run (then cleared)."""
+    values = getattr(step, "consistencies", None)
+    if not values:
+        return {}
+    mean = float(np.mean(values))
+    values.clear()
+    return {"consistency_loss": mean}
 
 
 def loader_workers(device: torch.device) -> int:
@@ -138,8 +155,10 @@ def loader_workers(device: torch.device) -> int:
     return max(0, min(6, cores - 1))
 
 
-def _cases(run: Run, plan: Plan, dist: Distributed) -> tuple[list[Prepared], list[Prepared]]:
-    """Training cases, and this rank's share of the validation cases. Rank 0 fills the
+def _cases(run: Run, plan: Plan, dist: Distributed
+           ) -> tuple[list[Prepared], list[Prepared], list[Prepared]]:
+    """Training cases, this rank's share of the validation cases, and the unlabelled cases of a
+    semi-supervised plan (their labels, where they have any, never read). Rank 0 fills the
     preprocessed cache first; the other ranks then map the same files."""
     dataset = open_dataset(run)
     split = run.read_json("split.json")
@@ -148,25 +167,32 @@ def _cases(run: Run, plan: Plan, dist: Distributed) -> tuple[list[Prepared], lis
         dist.barrier()
     train_cases = prepare_cases(dataset, split["train"], plan, cache)
     val_cases = prepare_cases(dataset, split["val"], plan, cache)
+    unlabeled = (prepare_cases(dataset, split.get("unlabeled", []), plan, cache)
+                 if plan.semi_supervised["method"] != "none" else [])
     if dist.is_main:
         dist.barrier()
-    return train_cases, val_cases[dist.rank::dist.world]
+    return train_cases, val_cases[dist.rank::dist.world], unlabeled
 
 
 def _restore(run: Run, plan: Plan, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             adversary: Adversary | None, progress: bool) -> dict[str, Any]:
-    """The progress to continue from: last.pt when there is one (weights, optimiser, random
-    state), else a fresh start, initialised from another run when the plan says so."""
+             adversary: Adversary | None, teacher: MeanTeacher | None,
+             progress: bool) -> dict[str, Any]:
+    """The progress to continue from: last.pt when there is one (weights, optimiser, teacher,
+    random state), else a fresh start, initialised from another run when the plan says so."""
     last = run.checkpoints / "last.pt"
     if not last.exists():
         if plan.transfer["init_from"]:
             _initialise(run, model, plan.transfer["init_from"], progress)
+            if teacher:
+                teacher.teacher.load_state_dict(model.state_dict())
         return {"epoch": 0, "step": 0, "elapsed": 0.0, "best_dice": -1.0, "finished": False}
     saved = load_checkpoint(last)
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     if adversary:
         adversary.load_state_dict(saved["adversary"])
+    if teacher:
+        teacher.load_state_dict(saved["teacher"])
     torch.set_rng_state(saved["torch_rng"])
     return saved["progress"]
 
@@ -184,7 +210,7 @@ def _train_epoch(net: torch.nn.Module, step: "TrainStep", batches: DataLoader, p
     bar = tqdm(batches, disable=not (progress and dist.is_main and sys.stderr.isatty()),
                leave=False,
                desc=f"epoch {state['epoch'] + 1}/{plan.epochs}")
-    for images, labels in bar:
+    for batch in bar:
         # The slowest rank's clock, so that every rank sets the same rate and stops together.
         elapsed = max(dist.gather(state["elapsed"] + time.monotonic() - started))
         if budget and elapsed >= budget:
@@ -192,7 +218,8 @@ def _train_epoch(net: torch.nn.Module, step: "TrainStep", batches: DataLoader, p
             break
         fraction = max(state["step"] / total_steps, elapsed / budget if budget else 0.0)
         set_learning_rate(step.optimizer, learning_rate(plan.optimizer, fraction))
-        losses.append(step(images, labels))
+        step.fraction = fraction  # the mean teacher's ramp-up reads it
+        losses.append(step(*batch))
         state["step"] += 1
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
                         val_dice=f"{max(state['best_dice'], 0):.4f}")
@@ -204,37 +231,50 @@ def _train_epoch(net: torch.nn.Module, step: "TrainStep", batches: DataLoader, p
 
 def _save(run: Run, record: dict[str, Any], state: dict[str, Any], improved: bool,
           model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-          adversary: Adversary | None) -> None:
-    """Log line, then best, then last: last.pt is the commit point. A kill before it is rolled
-    back on resume (`_trim_log` drops lines past the checkpoint); after it, all agree."""
+          adversary: Adversary | None, teacher: MeanTeacher | None) -> None:
+    """Log line, then best (the teacher's weights where there is one: they were validated),
+    then last: last.pt is the commit point. A kill before it is rolled back on resume
+    (`_trim_log` drops lines past the checkpoint); after it, all agree."""
     run.append_log(record)
     if improved:
-        save_checkpoint(run.checkpoints / "best.pt", {"model": model.state_dict(),
+        best = teacher.teacher if teacher else model
+        save_checkpoint(run.checkpoints / "best.pt", {"model": best.state_dict(),
                                                      "progress": dict(state)})
     save_checkpoint(run.checkpoints / "last.pt", {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         **({"adversary": adversary.state_dict()} if adversary else {}),
+        **({"teacher": teacher.state_dict()} if teacher else {}),
         "torch_rng": torch.get_rng_state(), "progress": dict(state)})
 
 
 class TrainStep:
-    """One optimisation step: forward, the plan's loss (plus the adversarial term when on),
-    backward with the plan's gradient clipping, and the discriminator's own step."""
+    """One optimisation step: forward, the plan's loss (plus the adversarial term, and the mean
+    teacher's consistency on unlabelled patches, when on), backward with the plan's gradient
+    clipping, then the discriminator's own step and the teacher's update."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  loss_fn: torch.nn.Module, precision: Precision, adversary: Adversary | None,
-                 grad_clip: float | None = None):
+                 grad_clip: float | None = None, teacher: MeanTeacher | None = None):
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.precision, self.adversary, self.grad_clip = precision, adversary, grad_clip
+        self.teacher, self.fraction = teacher, 0.0  # fraction: of training done (`_train_epoch`)
+        self.consistencies: list[float] = []  # this epoch's weighted consistency terms
         self.scaler = torch.amp.GradScaler(enabled=precision.autocast_dtype == torch.float16)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        images = self.precision.to_device(images)
-        images = self.precision.memory_format(images, self.model)
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 unlabeled: torch.Tensor | None = None) -> float:
+        images = self.precision.memory_format(self.precision.to_device(images), self.model)
         labels = labels.to(self.precision.device)
         with self.precision.autocast():
             logits = self.model(images)
         loss = self.loss_fn(logits, labels)
+        if self.teacher is not None and unlabeled is not None:
+            unlabeled = self.precision.memory_format(self.precision.to_device(unlabeled),
+                                                     self.model)
+            with self.precision.autocast():
+                consistency = self.teacher.consistency(self.model, unlabeled, self.fraction)
+            self.consistencies.append(float(consistency.detach()))
+            loss = loss + consistency
         if self.adversary:
             main = main_output(logits, labels)
             loss = loss + self.adversary.segmenter_loss(images, main, labels)
@@ -247,6 +287,8 @@ class TrainStep:
         self.scaler.update()
         if self.adversary:
             self.adversary.discriminator_step(images, main, labels)
+        if self.teacher is not None:
+            self.teacher.update(self.model)
         return float(loss.detach())
 
 

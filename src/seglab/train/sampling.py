@@ -23,17 +23,19 @@ FOREGROUND_POINTS_PER_CLASS = 10_000
 
 
 class PatchSampler:
-    """Draws augmented (image, label) batches of the plan's patch size from prepared cases."""
+    """Draws augmented (image, label) batches of the plan's patch size from prepared cases; with
+    `labeled` False, (image, None) batches of uniformly placed patches whose labels, if the
+    cases have any, are never read (the unlabelled images of semi-supervised training)."""
 
     def __init__(self, cases: list[Prepared], plan: Plan, rng: np.random.Generator,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, labeled: bool = True):
         self.plan = plan
         self.rng = rng
         self.batch_size = batch_size or plan.batch_size
         # Memory-mapped arrays stay mapped: grid_sample and indexing touch only the pages they read.
         self.images = [torch.from_numpy(c.image) for c in cases]
-        self.labels = [torch.from_numpy(c.label) for c in cases]
-        self.foreground = [self._foreground_points(c) for c in cases]
+        self.labels = [torch.from_numpy(c.label) if labeled else None for c in cases]
+        self.foreground = [self._foreground_points(c) if labeled else {} for c in cases]
         patch = plan.patch_size
         axes = [torch.arange(n, dtype=torch.float32) - n // 2 for n in patch]
         self.offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(patch))
@@ -48,7 +50,7 @@ class PatchSampler:
                 points[k] = where
         return points
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         images, labels = [], []
         for _ in range(self.batch_size):
             index = int(self.rng.integers(len(self.images)))
@@ -56,7 +58,7 @@ class PatchSampler:
             images.append(image)
             labels.append(label)
         images = augment_intensity(torch.stack(images), self.plan.augmentation, self.rng)
-        return images, torch.stack(labels).long()
+        return images, torch.stack(labels).long() if labels[0] is not None else None
 
     def _centre(self, index: int) -> np.ndarray:
         shape = np.array(self.images[index].shape[1:])
@@ -69,7 +71,7 @@ class PatchSampler:
         high = np.maximum(shape - (patch - patch // 2), shape // 2)
         return np.array([self.rng.integers(lo, hi + 1) for lo, hi in zip(low, high)], dtype=float)
 
-    def _sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         image, label = self.images[index], self.labels[index]
         shape = torch.tensor(image.shape[1:], dtype=torch.float32)
         matrix = torch.from_numpy(spatial_matrix(self.plan.augmentation, len(shape), self.rng))
@@ -81,7 +83,29 @@ class PatchSampler:
         grid = normalised.flip(-1).reshape(1, *self.plan.patch_size, len(shape))
         patch = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros",
                               align_corners=True)[0]
+        if label is None:
+            return patch, None
         return patch, _nearest_labels(label, coords, self.plan.patch_size)
+
+
+class WithUnlabeled:
+    """Each batch of a labelled sampler with a batch of unlabelled patches beside it:
+    (images, labels, unlabelled images)."""
+
+    def __init__(self, labeled: PatchSampler, unlabeled: PatchSampler):
+        self.labeled, self.unlabeled = labeled, unlabeled
+
+    @property
+    def rng(self) -> np.random.Generator:
+        return self.labeled.rng
+
+    @rng.setter
+    def rng(self, rng: np.random.Generator) -> None:  # EpochBatches seeds both
+        self.labeled.rng = self.unlabeled.rng = rng
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels = self.labeled.batch()
+        return images, labels, self.unlabeled.batch()[0]
 
 
 class EpochBatches(IterableDataset):

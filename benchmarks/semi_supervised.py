@@ -1,0 +1,155 @@
+"""What unlabelled images buy: the same model, budget and labelled cases, trained with and without
+the mean teacher on images whose masks it never sees; written into BENCHMARKS.md.
+
+    uv run python benchmarks/semi_supervised.py isbi2012 chasedb1 --minutes 10
+
+- isbi2012: 5 labelled training slices (spread through the stack), the usual 3 validation and 5
+  test slices; unlabelled: the challenge's 30 test slices (`unlabeled: test/*.png`), which have
+  no published masks.
+- chasedb1: 4 labelled images (3 train, 1 validates) of the usual 20 training images; the other
+  16 are used without their masks; the usual 8 test images (11L-14R), F1 inside the FOV.
+
+Each arm is `seglab train DATA --minutes M` with the split fixed as above; the semi-supervised
+arm adds `semi_supervised.method=mean_teacher` and nothing else. --labelled N1,N2,.. repeats the
+comparison at other label counts (the first N of the listed labelled cases).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from common import ROOT, machine, write_section
+
+from seglab import api
+from seglab.run import Run
+
+WORKDIR = ROOT / "runs" / "benchmarks" / "semi_supervised"
+FIGURES = ROOT / "benchmarks" / "figures"
+CHASE_TRAIN = [f"{k:02d}{side}" for k in range(1, 11) for side in "LR"]
+SETUPS = {
+    "isbi2012": {
+        "data": ROOT / "examples" / "isbi2012.yaml",
+        "title": "ISBI 2012 membranes: 5 labelled slices, with and without the 30 unlabelled ones",
+        "labelled": ["0", "17", "6", "22", "11", "2", "9", "20", "13", "19"],  # spread, in order
+        "val": ["4", "14", "24"], "withheld": [], "class": "membrane", "score": "membrane Dice",
+        "counts": [5],
+    },
+    "chasedb1": {
+        "data": ROOT / "examples" / "chasedb1.yaml",
+        "title": "CHASE_DB1 vessels: 4 labelled images, with and without 16 used without masks",
+        "labelled": ["01L", "05R", "08L", "03R", "10R", "07L"], "val": ["02L"],
+        "withheld": None,  # the training images neither labelled nor validating
+        "class": "vessel", "score": "vessel F1 inside the FOV", "counts": [3],
+    },
+}
+
+
+def arms(name: str, count: int) -> dict[str, dict[str, Any]]:
+    """The two arms' plan overrides for `count` labelled training cases."""
+    setup = SETUPS[name]
+    labelled = setup["labelled"][:count]
+    withheld = setup["withheld"]
+    if withheld is None:
+        withheld = [i for i in CHASE_TRAIN if i not in labelled + setup["val"]]
+    fixed = {"train": labelled, "val": setup["val"], **({"unlabeled": withheld} if withheld
+                                                         else {})}
+    return {"labelled only": {"split.fixed": fixed},
+            "+ mean teacher": {"split.fixed": fixed, "semi_supervised.method": "mean_teacher"}}
+
+
+def train_arm(data: Path, out: Path, overrides: dict[str, Any], minutes: float) -> None:
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.monotonic()
+    api.train(data, out, {**overrides, "time_budget_minutes": minutes}, progress=False)
+    (out / "benchmark.json").write_text(json.dumps(
+        {"overrides": overrides, "minutes": minutes,
+         "wall_s": round(time.monotonic() - started, 1)}, indent=2))
+
+
+def row(folder: Path, class_name: str) -> dict[str, Any]:
+    run = Run.open(folder)
+    summary = run.read_json("evaluation/metrics.json")["summary"]
+    split, log = run.read_json("split.json"), run.log()
+    dice = summary["classes"][class_name]["dice"]
+    return {"score": f"{dice['mean']:.4f} ± {dice['std']:.4f}", "mean": dice["mean"],
+            "labelled": len(split["train"]) + len(split["val"]),
+            "unlabelled": len(split.get("unlabeled", [])), "steps": log[-1]["step"],
+            "batch": f"{run.plan().batch_size} x {'x'.join(map(str, run.plan().patch_size))}",
+            "model": run.plan().model["name"], "log": log,
+            "wall": json.loads((folder / "benchmark.json").read_text())["wall_s"] / 60}
+
+
+def plot(title: str, rows: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, entry in rows.items():
+        points = [(r["elapsed_s"] / 60, r["mean_dice"]) for r in entry["log"]]
+        ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+    ax.set_xlabel("training minutes")
+    ax.set_ylabel("validation Dice")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def section(name: str, counts: list[int], minutes: float) -> str:
+    setup, rows = SETUPS[name], {}
+    for count in counts:
+        for arm in arms(name, count):
+            rows[f"{count} train + {len(setup['val'])} val labelled, {arm}"] = row(
+                WORKDIR / name / f"{count}_{arm.split()[-1]}", setup["class"])
+    figure = FIGURES / f"semi_supervised_{name}.png"
+    plot(setup["title"], rows, figure)
+    table = [f"| arm | {setup['score']} (test, mean ± std) | labelled | unlabelled | steps | "
+             "batch x patch | model | wall min |", "|---" * 8 + "|"]
+    table += [f"| {label} | {r['score']} | {r['labelled']} | {r['unlabelled']} | {r['steps']} | "
+              f"{r['batch']} | {r['model']} | {r['wall']:.1f} |" for label, r in rows.items()]
+    means = [r["mean"] for r in rows.values()]
+    gains = [f"{b - a:+.4f}" for a, b in zip(means[::2], means[1::2])]
+    return "\n".join([
+        f"### {setup['title']}", "",
+        f"- command: `uv run python benchmarks/semi_supervised.py {name} --minutes {minutes:g}"
+        f"{' --labelled ' + ','.join(map(str, counts)) if counts != setup['counts'] else ''}`",
+        f"- machine: {machine()}",
+        "- each arm: `seglab train` with the split fixed and a budget of "
+        f"{minutes:g} minutes; the mean-teacher arm adds `semi_supervised.method=mean_teacher`",
+        "", *table, "",
+        f"Mean teacher minus labelled only, per label count: {', '.join(gains)}.", "",
+        f"![validation Dice against training minutes]({figure.relative_to(ROOT)})", ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("datasets", nargs="+", choices=sorted(SETUPS))
+    parser.add_argument("--minutes", type=float, default=10.0, help="training minutes per arm")
+    parser.add_argument("--labelled", help="labelled training cases per comparison, e.g. 2,5")
+    parser.add_argument("--resume", action="store_true", help="keep the arms already scored")
+    args = parser.parse_args()
+    for name in args.datasets:
+        counts = ([int(n) for n in args.labelled.split(",")] if args.labelled
+                  else SETUPS[name]["counts"])
+        for count in counts:
+            for arm, overrides in arms(name, count).items():
+                out = WORKDIR / name / f"{count}_{arm.split()[-1]}"
+                if not (args.resume and (out / "evaluation" / "metrics.json").is_file()):
+                    train_arm(SETUPS[name]["data"], out, overrides, args.minutes)
+        text = section(name, counts, args.minutes)
+        write_section("semi_supervised", name, text)
+        print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Semi-supervised training (the mean teacher): the teacher is the exponential moving average of
+the student, the consistency weight ramps up, unlabelled cases never enter the supervised loss,
+and a run killed mid-epoch resumes with its teacher."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seglab import api
+from seglab.data.inspect import inspect_dataset
+from seglab.data.layouts import find_dataset
+from seglab.plan import make_plan
+from seglab.preprocess import Prepared
+from seglab.run import Run, load_checkpoint
+from seglab.run_setup import planned_split
+from seglab.train.sampling import PatchSampler, WithUnlabeled
+from seglab.train.semi import MeanTeacher
+from tests.test_train import TINY_2D, _start_training
+
+SETTINGS = {"method": "mean_teacher", "weight": 2.0, "rampup_fraction": 0.5, "ema_decay": 0.9,
+            "noise": 0.1}
+
+
+def test_the_teacher_is_the_exponential_moving_average_of_the_student() -> None:
+    student = torch.nn.Conv2d(1, 2, 1)
+    teacher = MeanTeacher(student, SETTINGS)
+    expected = student.weight.detach().clone()
+    for update, value in enumerate([1.0, -2.0, 3.0, 0.5], start=1):
+        with torch.no_grad():
+            student.weight.fill_(value)
+        teacher.update(student)
+        decay = min(1 - 1 / (update + 1), 0.9)  # 0.5, 0.667, 0.75, 0.8
+        expected = decay * expected + (1 - decay) * value
+    torch.testing.assert_close(teacher.teacher.weight, expected)
+    assert not any(p.requires_grad for p in teacher.teacher.parameters())
+
+
+def test_the_consistency_weight_ramps_up_then_holds() -> None:
+    teacher = MeanTeacher(torch.nn.Conv2d(1, 2, 1), SETTINGS)
+    assert teacher.weight(0.0) == pytest.approx(2.0 * math.exp(-5))
+    assert teacher.weight(0.25) == pytest.approx(2.0 * math.exp(-5 * 0.25))
+    assert teacher.weight(0.5) == teacher.weight(0.9) == pytest.approx(2.0)
+
+
+def test_the_consistency_is_zero_for_a_teacher_equal_to_the_student_without_noise() -> None:
+    student = torch.nn.Conv2d(1, 3, 1)
+    teacher = MeanTeacher(student, {**SETTINGS, "noise": 0.0})
+    images = torch.randn(2, 1, 8, 8)
+    assert float(teacher.consistency(student, images, 1.0).detach()) == pytest.approx(0, abs=1e-7)
+    with torch.no_grad():
+        student.bias.add_(1.0)  # the student moves: the term is positive and has a gradient
+    value = teacher.consistency(student, images, 1.0)
+    assert float(value.detach()) > 0 and value.requires_grad
+
+
+def _case(name: str, value: float, label: int) -> Prepared:
+    image = np.full((1, 20, 20), value, np.float32)
+    return Prepared(name, image, np.full((20, 20), label, np.uint8), None, (20, 20), None)
+
+
+def test_unlabelled_cases_never_enter_the_supervised_loss(png_dataset: Path) -> None:
+    """Labelled cases are 0 with label 0; the unlabelled one is 5 with a (withheld) label 1: the
+    supervised batches hold only labelled patches and labels, the unlabelled batch only 5s."""
+    plan = make_plan(inspect_dataset(find_dataset(png_dataset)), {
+        "patch_size": [8, 8], "batch_size": 4, "augmentation.noise_probability": 0.0,
+        "augmentation.brightness_probability": 0.0, "augmentation.contrast_probability": 0.0,
+        "augmentation.gamma_probability": 0.0, "augmentation.scale_probability": 0.0,
+        "augmentation.rotate_probability": 0.0})
+    rng = np.random.default_rng(0)
+    sampler = WithUnlabeled(PatchSampler([_case("a", 0.0, 0), _case("b", 0.0, 0)], plan, rng),
+                            PatchSampler([_case("u", 5.0, 1)], plan, rng, labeled=False))
+    for _ in range(5):
+        images, labels, unlabeled = sampler.batch()
+        assert images.abs().max() == 0 and labels.max() == 0
+        inside = unlabeled[unlabeled != 0]  # a flipped patch at the border reads one padded row
+        assert inside.numel() > 0.9 * unlabeled.numel() and torch.allclose(inside, torch.full_like(
+            inside, 5.0))
+
+
+def test_withheld_and_unlabelled_images_are_listed_apart_from_the_training_cases(
+        png_dataset: Path) -> None:
+    dataset = find_dataset(png_dataset)
+    ids = [c.case_id for c in dataset.cases]
+    fp = inspect_dataset(dataset)
+    withheld = {"split.fixed": {"test": ids[:2], "val": ids[2:3], "unlabeled": ids[3:9]}}
+    split = planned_split(dataset, make_plan(fp, {**withheld,
+                                                  "semi_supervised.method": "mean_teacher"}))
+    assert split["unlabeled"] == ids[3:9] and split["train"] == ids[9:]
+    alone = planned_split(dataset, make_plan(fp, withheld))
+    assert "unlabeled" not in alone and alone["train"] == ids[9:]  # the same labelled cases
+
+
+@pytest.mark.slow
+def test_a_semi_supervised_run_killed_mid_epoch_resumes_with_its_teacher(
+        png_dataset: Path, tmp_path: Path) -> None:
+    out, overrides = tmp_path / "run", tmp_path / "semi.json"
+    ids = [c.case_id for c in find_dataset(png_dataset).cases]
+    overrides.write_text(json.dumps({"semi_supervised.method": "mean_teacher",
+                                     "split.fixed": {"unlabeled": ids[:6]}}))
+    process = _start_training(png_dataset, out, "--plan-overrides", str(overrides),
+                              "--set", "epochs=1000")
+    last = out / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 240
+    while not last.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert last.exists(), process.stderr.read().decode()
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = load_checkpoint(last)
+    killed_at, updates = saved["progress"], saved["teacher"]["updates"]
+    assert updates == killed_at["step"] > 0
+    end = killed_at["epoch"] + 1
+    resumed = _start_training(None, out, "--resume", "--set", f"epochs={end}")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    log = Run.open(out).log()
+    assert [r["epoch"] for r in log] == list(range(1, end + 1))
+    assert all(r["consistency_loss"] >= 0 for r in log)
+    final = load_checkpoint(last)
+    assert final["teacher"]["updates"] == final["progress"]["step"] > updates
+
+
+def test_validation_scores_the_teacher_and_best_keeps_its_weights(png_dataset: Path,
+                                                                   tmp_path: Path) -> None:
+    ids = [c.case_id for c in find_dataset(png_dataset).cases]
+    run = api.train(png_dataset, tmp_path / "run", {
+        **TINY_2D, "epochs": 1, "semi_supervised.method": "mean_teacher",
+        "split.fixed": {"unlabeled": ids[:6]}}, progress=False, evaluate=False)
+    assert run.read_json("split.json")["unlabeled"] == ids[:6]
+    last = load_checkpoint(run.checkpoints / "last.pt")
+    best = load_checkpoint(run.checkpoints / "best.pt")["model"]  # the first epoch always is
+    for name, weights in last["teacher"]["teacher"].items():
+        torch.testing.assert_close(best[name], weights)
+    assert any(not torch.equal(best[k], last["model"][k]) for k in best)  # not the student's
+
+
+def test_semi_supervised_training_without_unlabelled_images_says_where_to_find_them(
+        png_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="no unlabelled images"):
+        api.train(png_dataset, tmp_path / "run", {**TINY_2D,
+                                                   "semi_supervised.method": "mean_teacher"},
+                  progress=False)
+    assert not (tmp_path / "run").exists()
