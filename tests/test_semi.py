@@ -43,6 +43,15 @@ def test_the_teacher_is_the_exponential_moving_average_of_the_student() -> None:
     assert not any(p.requires_grad for p in teacher.teacher.parameters())
 
 
+def test_the_teacher_of_a_compiled_student_runs_its_own_weights() -> None:
+    student = torch.nn.Conv2d(1, 2, 1)
+    student.forward = lambda x: torch.zeros(1)  # stands in for a compiled forward (a closure)
+    teacher = MeanTeacher(student, SETTINGS)
+    images = torch.randn(1, 1, 4, 4)
+    torch.testing.assert_close(teacher.teacher(images),
+                               torch.nn.functional.conv2d(images, student.weight, student.bias))
+
+
 def test_the_consistency_weight_ramps_up_then_holds() -> None:
     teacher = MeanTeacher(torch.nn.Conv2d(1, 2, 1), SETTINGS)
     assert teacher.weight(0.0) == pytest.approx(2.0 * math.exp(-5))

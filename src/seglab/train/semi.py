@@ -30,6 +30,9 @@ class MeanTeacher:
     def __init__(self, student: torch.nn.Module, settings: dict[str, Any]):
         self.settings = settings
         self.teacher = copy.deepcopy(student).eval()
+        # A compiled student's forward is an attribute closing over the student itself
+        # (`device.compile_with_fallback`); the copy would call it. The teacher runs eagerly.
+        self.teacher.__dict__.pop("forward", None)
         for parameter in self.teacher.parameters():
             parameter.requires_grad_(False)
         self.updates = 0
