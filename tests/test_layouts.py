@@ -147,3 +147,20 @@ def test_inspect_measures_each_class_width_from_its_skeleton(tmp_path: Path) -> 
     widths = inspect_dataset(find_dataset(tmp_path)).class_widths
     assert widths[1] == pytest.approx(3.0, abs=0.2)
     assert widths[2] > 20
+
+
+def test_an_unlabelled_image_with_a_labelled_case_id_gets_its_own_id(tmp_path: Path) -> None:
+    """ISBI 2012's layout: train/image/0.png is labelled, test/0.png is not; both stems are 0."""
+    for folder in ("train/image", "train/label", "test"):
+        (tmp_path / folder).mkdir(parents=True)
+    for name in ("0", "1"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "train/image" / f"{name}.png")
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "train/label" / f"{name}.png")
+    for name in ("0", "7"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "test" / f"{name}.png")
+    (tmp_path / "seglab.yaml").write_text("images: train/image/*.png\nlabels: train/label/{id}.png\n"
+                                          "classes: [a, b]\nunlabeled: test/*.png\n")
+    dataset = find_dataset(tmp_path / "seglab.yaml")
+    assert [c.case_id for c in dataset.cases] == ["0", "1"]
+    assert sorted(r.case_id for r in dataset.unlabeled) == ["7", "unlabeled/0"]
+    assert {r.images[0].parent.name for r in dataset.unlabeled} == {"test"}

@@ -107,6 +107,18 @@ def test_withheld_and_unlabelled_images_are_listed_apart_from_the_training_cases
     assert "unlabeled" not in alone and alone["train"] == ids[9:]  # the same labelled cases
 
 
+def test_images_without_masks_are_the_unlabelled_cases_of_a_semi_supervised_split(
+        png_dataset: Path) -> None:
+    image = next((png_dataset / "images").iterdir())
+    (png_dataset / "images" / "extra.png").write_bytes(image.read_bytes())  # no mask file
+    dataset = find_dataset(png_dataset)
+    plan = make_plan(inspect_dataset(dataset), {"semi_supervised.method": "mean_teacher"})
+    split = planned_split(dataset, plan)
+    assert split["unlabeled"] == ["extra"]
+    assert "extra" not in split["train"] + split["val"] + split["test"]
+    assert "1 unlabelled" in make_plan(inspect_dataset(dataset)).planning["semi_supervised"]
+
+
 @pytest.mark.slow
 def test_a_semi_supervised_run_killed_mid_epoch_resumes_with_its_teacher(
         png_dataset: Path, tmp_path: Path) -> None:

@@ -79,6 +79,16 @@ class Dataset:
     source: str = ""
     task: str = "semantic"  # "instance" where the labels give objects
 
+    def __post_init__(self) -> None:
+        """Case ids name one case across labelled and unlabelled images (the split, the
+        preprocessed cache and semi-supervised training read them together): an unlabelled
+        image whose id a labelled case has (ISBI 2012's test/0.png beside train/image/0.png)
+        becomes "unlabeled/<id>"."""
+        taken = {ref.case_id for ref in self.cases}
+        for ref in self.unlabeled:
+            if ref.case_id in taken:
+                ref.case_id = f"unlabeled/{ref.case_id}"
+
 
 def find_dataset(path: str | Path) -> Dataset:
     """Finds the layout of the dataset at `path` (a folder or a seglab.yaml) and lists its cases."""
