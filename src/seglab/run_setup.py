@@ -51,7 +51,10 @@ def plan_for(fingerprint: Fingerprint, overrides: dict[str, Any], precision: Pre
 def planned_split(dataset: Dataset, plan: Plan) -> dict[str, list[str]]:
     """Train/val/test ids: the dataset's fixed subsets, overridden per subset by the plan's
     `split.fixed`, and the rest drawn with the plan's seed. A cross-validated plan validates
-    on its folds instead: its own split keeps every non-test case for training."""
+    on its folds instead: its own split keeps every non-test case for training. A
+    semi-supervised plan also lists its unlabelled cases: those fixed as "unlabeled" (labelled
+    cases whose masks are withheld) and the dataset's images without masks; without it, the
+    cases fixed as "unlabeled" are left out of every subset."""
     fixed = {**(dataset.split or {}), **(plan.split.get("fixed") or {})}
     folds = plan.split.get("folds")
     val_fraction = 0.0 if folds else plan.split["val_fraction"]
