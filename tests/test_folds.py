@@ -4,8 +4,6 @@ each fold a resumable run, and the folds' ensemble as the run's model."""
 from __future__ import annotations
 
 import json
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ from seglab.data.layouts import find_dataset
 from seglab.plan import make_plan
 from seglab.run import Run, load_checkpoint
 from seglab.run_setup import fold_split, planned_split
-from tests.test_train import TINY_2D, _start_training
+from tests.test_train import TINY_2D, _start_training, kill_after_first_checkpoint
 
 
 def test_fold_validation_parts_are_disjoint_cover_the_training_cases_and_keep_the_test_split(
@@ -71,13 +69,7 @@ def test_a_fold_killed_mid_epoch_resumes_and_finishes(png_dataset: Path, tmp_pat
     process = _start_training(png_dataset, out, "--folds", "2", "--fold", "0",
                               "--set", "epochs=1000")  # killed long before
     last = out / "fold_0" / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 240
-    while not last.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert last.exists(), process.stderr.read().decode()
-    time.sleep(0.3)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after_first_checkpoint(process, last)
     killed_at = load_checkpoint(last)["progress"]
     assert not killed_at["finished"]
     end = killed_at["epoch"] + 2

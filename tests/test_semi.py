@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ from seglab.run import Run, load_checkpoint
 from seglab.run_setup import planned_split
 from seglab.train.sampling import PatchSampler, WithUnlabeled
 from seglab.train.semi import MeanTeacher
-from tests.test_train import TINY_2D, _start_training
+from tests.test_train import TINY_2D, _start_training, kill_after_first_checkpoint
 
 SETTINGS = {"method": "mean_teacher", "weight": 2.0, "rampup_fraction": 0.5, "ema_decay": 0.9,
             "noise": 0.1}
@@ -129,13 +127,7 @@ def test_a_semi_supervised_run_killed_mid_epoch_resumes_with_its_teacher(
     process = _start_training(png_dataset, out, "--plan-overrides", str(overrides),
                               "--set", "epochs=1000")
     last = out / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 240
-    while not last.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert last.exists(), process.stderr.read().decode()
-    time.sleep(0.3)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after_first_checkpoint(process, last)
     saved = load_checkpoint(last)
     killed_at, updates = saved["progress"], saved["teacher"]["updates"]
     assert updates == killed_at["step"] > 0

@@ -97,6 +97,18 @@ def test_3d_prediction_as_nifti_has_the_input_shape_and_affine(
     assert np.issubdtype(written.get_data_dtype(), np.integer)
 
 
+def kill_after_first_checkpoint(process: subprocess.Popen, last: Path) -> None:
+    """Waits for the run's first last.pt, lets training go on into a later epoch, then kills
+    the process with SIGKILL (what an out-of-memory kill or a pulled plug does)."""
+    deadline = time.monotonic() + 240
+    while not last.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert last.exists(), process.stderr.read().decode()
+    time.sleep(0.3)  # into a later epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
 def _start_training(data: Path, out: Path, *extra: str) -> subprocess.Popen:
     settings = ["--set", "epochs=4", "--set", "iterations_per_epoch=6", "--set", "batch_size=2",
                 "--set", "model.widths=[4,8,16]", "--set", "model.strides=[[2,2],[2,2]]",
@@ -135,13 +147,7 @@ def test_training_killed_mid_epoch_resumes_and_finishes(png_dataset: Path, tmp_p
     out = tmp_path / "run"
     process = _start_training(png_dataset, out, "--set", "epochs=1000")  # killed long before
     last = out / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 240
-    while not last.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert last.exists(), process.stderr.read().decode()
-    time.sleep(0.3)  # into a later epoch
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after_first_checkpoint(process, last)
     killed_at = load_checkpoint(last)["progress"]
     assert not killed_at["finished"]
     end = killed_at["epoch"] + 2
