@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -55,3 +60,61 @@ def write_section(script: str, name: str, text: str) -> None:
     temporary = path.with_name(".BENCHMARKS.md.tmp")
     temporary.write_text(updated)
     temporary.replace(path)
+
+
+def train_arm(data: Path, out: Path, overrides: dict[str, Any], minutes: float) -> None:
+    """One arm of a comparison: `seglab train DATA --minutes M` with `overrides`, in `out`
+    (started afresh), its wall time recorded in out/benchmark.json."""
+    from seglab import api
+
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.monotonic()
+    api.train(data, out, {**overrides, "time_budget_minutes": minutes}, progress=False)
+    (out / "benchmark.json").write_text(json.dumps(
+        {"overrides": overrides, "minutes": minutes,
+         "wall_s": round(time.monotonic() - started, 1)}, indent=2))
+
+
+def class_dice(class_name: str) -> Callable[[dict], tuple[float, str]]:
+    """A score for `arm_row`: one class's test Dice, as mean and "mean ± std"."""
+    def score(summary: dict) -> tuple[float, str]:
+        return summary["classes"][class_name]["dice"]["mean"], cell(
+            summary["classes"][class_name]["dice"])
+    return score
+
+
+def arm_row(folder: Path, score: Callable[[dict], tuple[float, str]]) -> dict[str, Any]:
+    """A trained arm's table row: its test score, cases, steps, patch, model, log and minutes."""
+    from seglab.run import Run
+
+    run = Run.open(folder)
+    mean, text = score(run.read_json("evaluation/metrics.json")["summary"])
+    split, log, plan = run.read_json("split.json"), run.log(), run.plan()
+    return {"score": text, "mean": mean,
+            "labelled": len(split["train"]) + len(split["val"]),
+            "unlabelled": len(split.get("unlabeled", [])), "steps": log[-1]["step"],
+            "batch": f"{plan.batch_size} x {'x'.join(map(str, plan.patch_size))}",
+            "model": plan.model["name"], "log": log,
+            "wall": json.loads((folder / "benchmark.json").read_text())["wall_s"] / 60}
+
+
+def plot_validation(title: str, rows: dict[str, dict], path: Path) -> None:
+    """Each arm's validation Dice against its training minutes, in one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, entry in rows.items():
+        points = [(r["elapsed_s"] / 60, r["mean_dice"]) for r in entry["log"]]
+        ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+    ax.set_xlabel("training minutes")
+    ax.set_ylabel("validation Dice")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -17,16 +17,10 @@ comparison at other label counts (the first N of the listed labelled cases).
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import time
-from pathlib import Path
 from typing import Any
 
-from common import ROOT, machine, write_section
-
-from seglab import api
-from seglab.run import Run
+from common import (ROOT, arm_row, class_dice, machine, plot_validation, train_arm,
+                    write_section)
 
 WORKDIR = ROOT / "runs" / "benchmarks" / "semi_supervised"
 FIGURES = ROOT / "benchmarks" / "figures"
@@ -62,57 +56,14 @@ def arms(name: str, count: int) -> dict[str, dict[str, Any]]:
             "+ mean teacher": {"split.fixed": fixed, "semi_supervised.method": "mean_teacher"}}
 
 
-def train_arm(data: Path, out: Path, overrides: dict[str, Any], minutes: float) -> None:
-    shutil.rmtree(out, ignore_errors=True)
-    started = time.monotonic()
-    api.train(data, out, {**overrides, "time_budget_minutes": minutes}, progress=False)
-    (out / "benchmark.json").write_text(json.dumps(
-        {"overrides": overrides, "minutes": minutes,
-         "wall_s": round(time.monotonic() - started, 1)}, indent=2))
-
-
-def row(folder: Path, class_name: str) -> dict[str, Any]:
-    run = Run.open(folder)
-    summary = run.read_json("evaluation/metrics.json")["summary"]
-    split, log = run.read_json("split.json"), run.log()
-    dice = summary["classes"][class_name]["dice"]
-    return {"score": f"{dice['mean']:.4f} ± {dice['std']:.4f}", "mean": dice["mean"],
-            "labelled": len(split["train"]) + len(split["val"]),
-            "unlabelled": len(split.get("unlabeled", [])), "steps": log[-1]["step"],
-            "batch": f"{run.plan().batch_size} x {'x'.join(map(str, run.plan().patch_size))}",
-            "model": run.plan().model["name"], "log": log,
-            "wall": json.loads((folder / "benchmark.json").read_text())["wall_s"] / 60}
-
-
-def plot(title: str, rows: dict[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, entry in rows.items():
-        points = [(r["elapsed_s"] / 60, r["mean_dice"]) for r in entry["log"]]
-        ax.plot(*zip(*points), marker="o", markersize=3, label=label)
-    ax.set_xlabel("training minutes")
-    ax.set_ylabel("validation Dice")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def section(name: str, counts: list[int], minutes: float) -> str:
     setup, rows = SETUPS[name], {}
     for count in counts:
         for arm in arms(name, count):
-            rows[f"{count} train + {len(setup['val'])} val labelled, {arm}"] = row(
-                WORKDIR / name / f"{count}_{arm.split()[-1]}", setup["class"])
+            rows[f"{count} train + {len(setup['val'])} val labelled, {arm}"] = arm_row(
+                WORKDIR / name / f"{count}_{arm.split()[-1]}", class_dice(setup["class"]))
     figure = FIGURES / f"semi_supervised_{name}.png"
-    plot(setup["title"], rows, figure)
+    plot_validation(setup["title"], rows, figure)
     table = [f"| arm | {setup['score']} (test, mean ± std) | labelled | unlabelled | steps | "
              "batch x patch | model | wall min |", "|---" * 8 + "|"]
     table += [f"| {label} | {r['score']} | {r['labelled']} | {r['unlabelled']} | {r['steps']} | "

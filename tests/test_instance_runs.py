@@ -15,6 +15,7 @@ from pycocotools import mask as coco_mask
 from seglab import api
 from seglab.data.io import read_label
 from seglab.errors import SeglabError
+from seglab.plan import make_plan
 from tests.test_train import TINY_2D
 
 
@@ -45,7 +46,8 @@ def test_an_instance_run_chooses_its_thresholds_and_scores_objects(tmp_path: Pat
     run = api.train(data, tmp_path / "run", {**TINY_2D, "epochs": 3}, progress=False)
     plan = run.plan()
     assert plan.task == "instance" and plan.classes == ["background", "nucleus", "object_rim"]
-    assert plan.instances == {"method": "rim_watershed", "rim_class": 2, "contact_width": 1}
+    assert plan.instances == {"method": "rim_watershed", "rim_class": 2, "contact_width": 1,
+                              "contact": False}
     split = run.read_json("instance_split.json")
     assert len(split["tried"]) == 20 and split["validation_dsb_score"] is not None
     summary = json.loads((run.path / "evaluation" / "metrics.json").read_text())["summary"]
@@ -67,6 +69,14 @@ def test_an_instance_run_chooses_its_thresholds_and_scores_objects(tmp_path: Pat
     assert len(results) == len(rows) - 1 and {r["image_id"] for r in results} == {"c00"}
     assert all(coco_mask.area(r["segmentation"]) == r["area"] > 0 for r in results)
     assert len(written) == 3
+
+
+def test_a_contact_class_is_one_more_class_of_the_network_not_of_the_data(
+        tmp_path: Path) -> None:
+    data = _nuclei_dataset(tmp_path / "data", cases=6)
+    plan = make_plan(api.inspect(data), {"instances.contact": True})
+    assert plan.classes == ["background", "nucleus", "object_rim", "object_contact"]
+    assert plan.data_classes == ["background", "nucleus"]
 
 
 def test_an_instance_dataset_trains_semantically_when_asked(tmp_path: Path) -> None:

@@ -18,11 +18,13 @@ def _two_touching_discs() -> Instances:
     return from_id_image(ids)
 
 
-def _probabilities(instances: Instances, boundary_class: int, blur: float = 0.0) -> np.ndarray:
+def _probabilities(instances: Instances, boundary_class: int, blur: float = 0.0,
+                   contact_class: int | None = None) -> np.ndarray:
     """One-hot probabilities of the rim target, softened by `blur` towards uniform."""
-    target = instances.with_boundaries(boundary_class)
-    one_hot = np.stack([target == k for k in range(boundary_class + 1)]).astype(float)
-    return (1 - blur) * one_hot + blur / (boundary_class + 1)
+    target = instances.with_boundaries(boundary_class, contact_class=contact_class)
+    n = boundary_class + 1 + (contact_class is not None)
+    one_hot = np.stack([target == k for k in range(n)]).astype(float)
+    return (1 - blur) * one_hot + blur / n
 
 
 def test_the_rim_target_marks_where_objects_touch_and_meet_the_background() -> None:
@@ -41,6 +43,14 @@ def test_a_wider_contact_rim_deepens_the_seam_only_where_objects_touch() -> None
     assert wide[12, 5] == plain[12, 5] == 2 and wide[12, 6] == plain[12, 6] == 1  # background side
 
 
+def test_a_contact_class_takes_the_seam_and_leaves_the_rest_of_the_rim() -> None:
+    instances = _two_touching_discs()
+    target = instances.with_boundaries(2, contact_class=3)
+    assert [target[12, x] for x in range(16, 22)] == [1, 1, 3, 3, 1, 1]
+    assert target[12, 5] == 2 and target[12, 6] == 1  # the background side stays rim
+    assert ((target == 3) == ((instances.with_boundaries(2) == 2) & (target != 2))).all()
+
+
 def test_touching_objects_come_back_as_two_with_their_pixels() -> None:
     instances = _two_touching_discs()
     found = split_objects(_probabilities(instances, 2), 2, seed_threshold=0.5,
@@ -50,6 +60,14 @@ def test_touching_objects_come_back_as_two_with_their_pixels() -> None:
     merged = split_objects(_probabilities(instances, 2), 2, seed_threshold=0.5,
                            mask_threshold=0.5, min_seed=10_000)
     assert merged.count == 0  # no seed big enough: no object
+
+
+def test_the_contact_class_keeps_touching_objects_apart_and_goes_to_them() -> None:
+    instances = _two_touching_discs()
+    found = split_objects(_probabilities(instances, 2, blur=0.2, contact_class=3), 2,
+                          seed_threshold=0.5, mask_threshold=0.5)
+    assert found.count == 2 and found.classes == {1: 1, 2: 1}
+    assert (iou_matrix(found.ids, instances.ids).max(axis=1) > 0.95).all()
 
 
 def test_each_object_takes_the_class_with_the_most_probability() -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from seglab.data.demo import generate_demo_dataset, generate_instance_demo_dataset
+from seglab.data.demo import (generate_demo_dataset, generate_instance_demo_dataset,
+                             generate_video_demo_dataset)
 from seglab.data.inspect import Fingerprint, inspect_dataset
 from seglab.data.layouts import find_dataset
 from seglab.device import Precision
@@ -111,7 +112,7 @@ def predict(run: str | Path | None, inputs: list[str | Path], out: str | Path,
             compile: str = "auto", tta: str = "plan", method: str | None = None,
             params: dict[str, Any] | None = None, fit: str | Path | None = None,
             roi: str | Path | None = None, measure: bool = False,
-            uncertainty: bool = False) -> list[Path]:
+            uncertainty: bool = False, cluster: str | None = None) -> list[Path]:
     """Predicts masks for images/volumes (files or folders) in their own format and geometry;
     measure=True also measures each mask's classes and components in physical units
     (OUT/measurements.csv and .json; an instance run's objects.csv measures its objects);
@@ -129,7 +130,11 @@ def predict(run: str | Path | None, inputs: list[str | Path], out: str | Path,
     tta= keeps the plan's test-time mirroring ("plan", as validation and evaluation scored it)
     or turns it "on" or "off". roi= a folder of region-of-interest masks named as the inputs;
     without it, the ROI is found as training found it (`seglab.infer.attach_rois`). A
-    cross-validated run predicts with its folds' ensemble (mean probabilities)."""
+    cross-validated run predicts with its folds' ensemble (mean probabilities).
+
+    cluster= the address of a Dask scheduler whose workers share the inputs and `out`
+    (`seglab.cluster`): each input written once, a dead worker's share finished by the others,
+    outputs already in `out` skipped."""
     if method is None and (params or fit is not None):
         raise SeglabError("--set/--fit: only with a classical --method (a run has its plan)")
     if method is not None:
@@ -153,6 +158,16 @@ def predict(run: str | Path | None, inputs: list[str | Path], out: str | Path,
         raise SeglabError(f"--backend {backend}: expected torch or onnx")
     if Path(run).suffix == ".onnx":
         raise SeglabError(f"{run}: an ONNX model; predict with it using --backend onnx")
+    if cluster is not None:
+        if measure:
+            raise SeglabError("--measure: measures all masks in one table, in one process; "
+                              "run `seglab measure` on the cluster's masks instead")
+        from seglab.cluster import predict_on_cluster  # dask only when asked for
+
+        return predict_on_cluster(Run.open(run), inputs, Path(out), cluster, {
+            "device": device, "precision": precision, "compile": compile, "tta": tta,
+            "roi": str(roi) if roi else None, "probabilities": probabilities,
+            "uncertainty": uncertainty})
     opened, policy = Run.open(run), Precision.choose(device, precision, compile)
     if opened.plan().task == "instance":
         return predict_object_files(opened, inputs, Path(out), policy, tta, roi, probabilities)
@@ -234,12 +249,14 @@ def demo(out: str | Path, seed: int = 0, progress: bool = True,
          overrides: dict[str, Any] | None = None,
          task: str = "semantic") -> tuple[Run, dict[str, Any]]:
     """Generates the built-in dataset, plans, trains, predicts and scores its test split; with
-    task="instance", its objects as a COCO folder, and an instance run."""
+    task="instance", its objects as a COCO folder, and an instance run; with task="video",
+    noisy videos, and a run that sees each frame with its neighbours."""
     out = Path(out)
-    if task not in ("semantic", "instance"):
-        raise SeglabError(f"--task {task}: expected semantic or instance")
-    make = generate_instance_demo_dataset if task == "instance" else generate_demo_dataset
-    data = make(out / "data", seed=seed)
+    makers = {"semantic": generate_demo_dataset, "instance": generate_instance_demo_dataset,
+              "video": generate_video_demo_dataset}
+    if task not in makers:
+        raise SeglabError(f"--task {task}: expected semantic, instance or video")
+    data = makers[task](out / "data", seed=seed)
     run = train(data, out / "run", {**DEMO_OVERRIDES, "seed": seed, **(overrides or {})},
                 progress=progress)
     return run, run.read_json("evaluation/metrics.json")["summary"]

@@ -98,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="also write per-pixel predictive entropy and, over the mirrored "
                               "passes and folds, mutual information (<name>_maps.npz, or one "
                               "NIfTI per map for NIfTI volumes)")
+    predict.add_argument("--cluster", metavar="ADDRESS",
+                         help="share the inputs among the workers of a Dask scheduler, e.g. "
+                              "tcp://10.0.0.5:8786 (`dask scheduler`, then `dask worker ADDRESS` "
+                              "on each machine); outputs already in --out are skipped")
     _device_options(predict)
     predict.set_defaults(handler=cli_commands.predict)
 
@@ -188,8 +192,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="generate the built-in data, train, predict, score")
     demo.add_argument("--out", type=Path, default=Path("seglab-demo"))
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--task", choices=("semantic", "instance"), default="semantic",
-                      help="instance: objects with a class each, found by the rim + watershed run")
+    demo.add_argument("--task", choices=("semantic", "instance", "video"), default="semantic",
+                      help="instance: objects with a class each, found by the rim + watershed "
+                           "run; video: noisy frames, seen with their neighbours")
     demo.set_defaults(handler=cli_commands.demo)
     return parser
 

@@ -60,7 +60,7 @@ def predict(args) -> None:
                           "--out DIR")
     written = predict(args.run, args.inputs, args.out, args.probabilities, args.device,
                       args.precision, args.backend, args.compile, args.tta, roi=args.roi,
-                      measure=args.measure, uncertainty=args.uncertainty)
+                      measure=args.measure, uncertainty=args.uncertainty, cluster=args.cluster)
     print(f"wrote {len(written)} file(s) to {args.out}")
 
 

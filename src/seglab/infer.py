@@ -18,10 +18,11 @@ from seglab.measure import index_to_world, measure_mask, write_measurements
 from seglab.models.mask_rcnn import build_mask_rcnn
 from seglab.case import Case
 from seglab.data.dicom_seg import seg_beside
-from seglab.data.io import (IMAGE_SUFFIXES, output_folder, read_image, read_label, suffix_of,
+from seglab.data.io import (IMAGE_SUFFIXES, output_folder, read_label, suffix_of,
                             write_maps, write_mask, write_probabilities)
 from seglab.data.layouts import IGNORE_INDEX, Dataset
 from seglab.data.loading import field_of_view, load_case
+from seglab.data.sequences import input_frames, read_frames
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.plan import Plan
@@ -260,13 +261,21 @@ def run_inputs(run: Run, inputs: list[str | Path], tta: str = "plan",
 
 
 def read_inputs(inputs: list[str | Path], plan: Plan) -> list[Case]:
-    """Every input read and checked against the plan's dims and channels, before any model loads."""
-    cases = [read_image(path) for path in expand_inputs(inputs)]
+    """Every input read (with its neighbouring frames, for temporal context) and checked against
+    the plan's dims and channels, before any model loads."""
+    read: dict[Path, Case] = {}
+    cases = [read_frames(files, read) for files in input_frames(
+        expand_inputs(inputs), plan.temporal["context"], plan.temporal["pattern"])]
+    check_inputs(cases, plan)
+    return cases
+
+
+def check_inputs(cases: list[Case], plan: Plan) -> None:
+    """One clear error for the first input whose dims or channels the run was not trained on."""
     for case in cases:
         if case.channels != plan.in_channels or case.dims != plan.dims:
             raise SeglabError(f"{case.meta['path']}: {case.dims}D with {case.channels} channel(s), "
                               f"but the run was trained on {plan.dims}D with {plan.in_channels}")
-    return cases
 
 
 def attach_rois(cases: list[Case], plan: Plan, roi_folder: Path | None = None,
@@ -321,14 +330,14 @@ def write_predictions(model: torch.nn.Module, plan: Plan, cases: list[Case], out
             mask, probs, maps = predict_case_uncertainty(model, case, plan, precision, steps)
         else:
             mask, probs = predict_case(model, case, plan, precision, steps)
-        mask_file = write_mask(mask, case, out, value_map)
-        written.append(mask_file)
         if case.meta["format"] == "dicom":
             written += seg_beside(mask, case, out, dict(enumerate(plan.classes)))
         if probabilities:
             written.append(write_probabilities(probs.astype(np.float32), case, out))
         if uncertainty:
             written += write_maps(maps, case, out)
+        mask_file = write_mask(mask, case, out, value_map)  # last: a mask means a finished case
+        written.append(mask_file)
         if measure:
             measured[mask_file.name] = measure_mask(
                 mask, foreground, case.spacing, index_to_world(case.meta, case.dims))

@@ -1,9 +1,10 @@
 """Objects from a semantic network's probabilities: seeded watershed, as the 2018 Data Science
 Bowl's leading entries split touching nuclei.
 
-The network is trained on the object classes plus one "boundary" class, the rim of every object
-(`Instances.with_boundaries`). Its interior probability (the object classes without the rim)
-stays low between touching objects, so:
+The network is trained on the object classes plus a "boundary" class, the rim of every object,
+and by default one more, the pixels where objects touch (`Instances.with_boundaries`). Its
+interior probability (the object classes without the rim and contacts) stays low between
+touching objects, so:
   1. the object mask is where the background probability is below 1 - `mask_threshold`;
   2. the seeds are the connected regions where the interior probability exceeds
      `seed_threshold` (those under `min_seed` pixels dropped);
@@ -35,8 +36,9 @@ DEFAULTS = {"seed_threshold": 0.7, "mask_threshold": 0.5, "min_seed": 4}
 
 def split_objects(probs: np.ndarray, boundary_class: int, seed_threshold: float,
                   mask_threshold: float, min_seed: int = 4) -> Instances:
-    """Objects (2D or 3D) from class probabilities (K, *spatial) whose last class
-    `boundary_class` is the object rim and 1..boundary_class-1 the object classes."""
+    """Objects (2D or 3D) from class probabilities (K, *spatial) whose class `boundary_class`
+    is the object rim (and any after it, the contacts) and 1..boundary_class-1 the object
+    classes."""
     objects = probs[1:boundary_class]
     interior = objects.sum(axis=0)
     mask = probs[0] < 1 - mask_threshold

@@ -24,11 +24,11 @@ from seglab.data.inspect import Fingerprint
 from seglab.data.io import write_text_atomic
 from seglab.errors import SeglabError
 from seglab.plan_check import LOSS_DEFAULTS, check_plan
-from seglab.plan_instances import (DETECTOR_BATCH, DETECTOR_OPTIMIZER, detector_model,
-                                   detector_patch, instance_method, instances_section,
-                                   named_in)
+from seglab.plan_instances import (DETECTOR_BATCH, DETECTOR_OPTIMIZER, added_classes,
+                                   detector_model, detector_patch, instance_method,
+                                   instances_section, named_in)
+from seglab.plan_temporal import TEMPORAL_DEFAULTS, stack_frames, temporal_section
 
-RIM_CLASS = "object_rim"  # the class an instance plan adds: each object's outer pixels
 MIN_FEATURE_SIZE = 4
 ENCODER_STRIDE = 32  # the output stride of the encoder models' timm backbones
 MAX_POOLINGS = 6
@@ -96,10 +96,14 @@ class Plan:
     seed: int = 0
     notes: list[str] = field(default_factory=list)
     # "instance": objects found by `instances.method` (`seglab.plan_instances`): the network
-    # learns the object classes and, as its last class, each object's rim, split into objects by
-    # seeded watershed (`seglab.instance_split`); or Mask R-CNN (`seglab.models.mask_rcnn`).
+    # learns the object classes and, as its last classes, each object's rim and where objects
+    # touch, split into objects by seeded watershed (`seglab.instance_split`); or Mask R-CNN
+    # (`seglab.models.mask_rcnn`).
     task: str = "semantic"
     instances: dict[str, Any] | None = None
+    # Frames of a sequence seen with `context` neighbours on each side, stacked as channels
+    # (`seglab.plan_temporal`); `pattern` finds each case's sequence and frame.
+    temporal: dict[str, Any] = field(default_factory=lambda: dict(TEMPORAL_DEFAULTS))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,8 +132,8 @@ class Plan:
 
     @property
     def data_classes(self) -> list[str]:
-        """The dataset's classes: those of the network less the rim class that a rim-watershed
-        instance plan adds."""
+        """The dataset's classes: those of the network less the rim (and contact) class that a
+        rim-watershed instance plan adds."""
         if self.instances and self.instances["method"] == "rim_watershed":
             return self.classes[:self.instances["rim_class"]]
         return list(self.classes)
@@ -165,6 +169,7 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
     optimizer = {**OPTIMIZER_DEFAULTS, **(PRETRAINED_OPTIMIZER if model.get("encoder_weights")
                                           else {})}
     inference = _inference(fp.dims, device)
+    temporal, temporal_reason = temporal_section(fp)
     if method == "mask_rcnn":  # its losses are its own (proposals, boxes, classes, masks)
         model, family_reason = detector_model(fp), (
             "the instance method's own: Mask R-CNN on an ImageNet-pretrained EfficientNet-Lite0 "
@@ -178,7 +183,7 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
     plan = Plan(
         dims=fp.dims,
         in_channels=fp.channels,
-        classes=list(fp.classes) + ([RIM_CLASS] if method == "rim_watershed" else []),
+        classes=list(fp.classes),
         label_values=fp.label_values,
         ignore_label=fp.ignore_label,
         roi_rule=fp.roi_rule,
@@ -200,11 +205,16 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
                   **({"instances": method_reason} if method else {}),
                   **({"semi_supervised": f"{fp.n_unlabeled} unlabelled images are not trained "
                                          "on; semi_supervised.method=mean_teacher learns from "
-                                         "them too"} if fp.n_unlabeled else {})},
+                                         "them too"} if fp.n_unlabeled else {}),
+                  **({"temporal": temporal_reason} if temporal_reason else {})},
         task=task,
         instances=instances_section(method, len(fp.classes)) if method else None,
+        temporal=temporal,
     )
     plan = apply_overrides(plan, overrides)
+    if plan.instances:  # the classes the network adds follow the overridden instance section
+        plan.classes = list(fp.classes) + added_classes(plan.instances)
+    stack_frames(plan)
     if plan.model["name"] == "mask_rcnn" and plan.split.get("folds"):
         raise SeglabError("split.folds: a Mask R-CNN run is not cross-validated (its folds' "
                           "detections do not average into one ensemble); train it without "

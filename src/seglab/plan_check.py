@@ -333,12 +333,13 @@ PLAN = section({
     "task": choice("semantic", "instance"),
     "instances": optional(variant("method", lambda dims: {
         "rim_watershed": section({"method": STRING, "rim_class": integer(min=1),
-                                  "contact_width": integer(min=1)},
-                                 optional=("contact_width",)),  # plans before it: 1
+                                  "contact_width": integer(min=1), "contact": BOOLEAN},
+                                 optional=("contact_width", "contact")),  # older plans: 1, false
         "mask_rcnn": section({"method": STRING, "score_threshold": PROBABILITY,
                               "mask_threshold": PROBABILITY})})),
+    "temporal": section({"context": integer(min=0), "pattern": STRING}),
 }, optional=("transfer", "adversarial", "semi_supervised", "seed", "notes", "planning",
-             "task", "instances"))  # Plan's defaulted fields
+             "task", "instances", "temporal"))  # Plan's defaulted fields
 
 
 def check_plan(data: dict) -> None:

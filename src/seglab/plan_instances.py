@@ -28,6 +28,13 @@ DETECTOR_BATCH = 2
 # The rim watershed's rim, in pixels deep where two objects touch (1 elsewhere): the gap between
 # touching objects that the network learns to draw is twice this.
 CONTACT_WIDTH = 1
+# Whether the pixels where objects touch are a class of their own (CONTACT_CLASS, after the rim,
+# with its own Dice term: the DSB2018 leaders' third output) rather than part of the rim. Off:
+# on DSB2018 in 30 CPU minutes it scored 0.512 against the rim alone's 0.510 (the seams' Dice
+# stayed at 0.28; BENCHMARKS.md).
+CONTACT = False
+RIM_CLASS = "object_rim"  # the class a rim-watershed plan adds: each object's outer pixels
+CONTACT_CLASS = "object_contact"  # and with `contact`, where two objects touch
 DETECTOR_OPTIMIZER = {"name": "adamw", "lr": 2e-4, "weight_decay": 1e-4, "momentum": 0.9,
                       "nesterov": False, "schedule": "poly", "warmup_fraction": 0.05,
                       "grad_clip": 10.0}
@@ -65,7 +72,20 @@ def instance_method(fp: Fingerprint, overrides: dict[str, Any]) -> tuple[str, st
 def instances_section(method: str, n_classes: int) -> dict[str, Any]:
     if method == "mask_rcnn":
         return {"method": method, "score_threshold": 0.5, "mask_threshold": 0.5}
-    return {"method": method, "rim_class": n_classes, "contact_width": CONTACT_WIDTH}
+    return {"method": method, "rim_class": n_classes, "contact_width": CONTACT_WIDTH,
+            "contact": CONTACT}
+
+
+def added_classes(instances: dict[str, Any] | None) -> list[str]:
+    """The classes an instance plan's network learns beyond the dataset's."""
+    if not instances or instances["method"] != "rim_watershed":
+        return []
+    return [RIM_CLASS] + ([CONTACT_CLASS] if instances.get("contact") else [])
+
+
+def contact_class(instances: dict[str, Any]) -> int | None:
+    """The contact class's index, after the rim's, or None where contacts are rim."""
+    return instances["rim_class"] + 1 if instances.get("contact") else None
 
 
 def detector_model(fp: Fingerprint) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from seglab.case import Case
 from seglab.plan import Plan
+from seglab.plan_instances import contact_class
 
 
 @dataclass
@@ -85,7 +86,8 @@ def prepare_case(case: Case, plan: Plan) -> Prepared:
                 target, kind, objects = case.instances.ids, np.int32, dict(case.instances.classes)
             else:
                 target = case.instances.with_boundaries(
-                    plan.instances["rim_class"], plan.instances.get("contact_width", 1))
+                    plan.instances["rim_class"], plan.instances.get("contact_width", 1),
+                    contact_class(plan.instances))
         label = resize(target[None], shape, "nearest")[0].astype(kind)
     if case.roi is not None:
         roi = resize(case.roi[None].astype(np.float32), shape, "nearest")[0] > 0.5

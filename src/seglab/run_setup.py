@@ -15,6 +15,7 @@ from seglab.data.inspect import Fingerprint, inspect_dataset
 from seglab.data.io import output_folder
 from seglab.data.layouts import Dataset, find_dataset
 from seglab.data.loading import load_case
+from seglab.data.sequences import with_temporal_context
 from seglab.errors import SeglabError
 from seglab.device import Precision
 from seglab.plan import Plan, make_plan, overridden_fields
@@ -128,12 +129,14 @@ def write_new_run(out: Path, data: str | Path, fingerprint: Fingerprint, plan: P
 
 
 def open_dataset(run: Run) -> Dataset:
-    """The run's dataset, read with the classes and label mapping recorded in its fingerprint."""
+    """The run's dataset, read with the classes and label mapping recorded in its fingerprint;
+    with temporal context, each case stacks its neighbouring frames."""
     fingerprint = Fingerprint.from_dict(run.read_json("fingerprint.json"))
     dataset = find_dataset(run.read_json("run.json")["data"])
     dataset.classes = fingerprint.classes
     dataset.label_values = fingerprint.label_values
-    return dataset
+    temporal = run.plan().temporal
+    return with_temporal_context(dataset, temporal["context"], temporal["pattern"])
 
 
 def prepare_cases(dataset: Dataset, ids: list[str], plan: Plan,

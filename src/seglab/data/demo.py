@@ -4,7 +4,8 @@ Grey 2D images of two kinds of object on a textured background: smooth bright "c
 and striped "crystals" (irregular polygons), with per-image contrast, illumination gradient, blur
 and noise. Written to disk as PNG image/label folders with a seglab.yaml (or, for the instance
 demo, as a COCO folder with one RLE mask per object), so the demo reads its data through the same
-path as a user's dataset.
+path as a user's dataset. The video demo's cells drift across noisy frames and now and then fade
+out of one: a frame alone cannot show them, its neighbours can.
 """
 
 from __future__ import annotations
@@ -114,3 +115,56 @@ def generate_instance_demo_dataset(out: Path, n_images: int = 64, size: int = 12
     for name, subset in subsets.items():
         write_text_atomic(out / "annotations" / f"instances_{name}.json", json.dumps(subset))
     return out
+
+
+def generate_video_demo_dataset(out: Path, n_videos: int = 10, n_frames: int = 12, size: int = 96,
+                                seed: int = 0) -> Path:
+    """Short grey videos, `out/frames/video<v>_f<t>.png` with `out/labels/` beside them and a
+    seglab.yaml that declares the sequences and holds out whole videos (the last two for test,
+    the one before for validation): cells drifting a pixel or two a frame under heavy noise, each
+    faded to a tenth of its contrast in a quarter of the frames."""
+    rng = np.random.default_rng(seed)
+    for folder in ("frames", "labels"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    for video in range(n_videos):
+        for frame, (image, label) in enumerate(_video(rng, n_frames, size)):
+            for folder, array in (("frames", image), ("labels", label)):
+                target = out / folder / f"video{video:02d}_f{frame:03d}.png"
+                with atomic_path(target) as temporary:
+                    Image.fromarray(array).save(temporary, format="PNG")
+    last = n_videos - 1
+    write_text_atomic(out / "seglab.yaml", "\n".join([
+        "# seglab's built-in video demo (seglab.data.demo, seed %d)" % seed,
+        "images: frames/*.png",
+        "labels: labels/{id}.png",
+        "classes: [background, cell]",
+        "sequence: '^(?P<sequence>video\\d+)_f(?P<frame>\\d+)$'",
+        f"split: {{test: 'video({last - 1:02d}|{last:02d})_', val: 'video{last - 2:02d}_'}}",
+        "",
+    ]))
+    return out
+
+
+def _video(rng: np.random.Generator, n_frames: int, size: int
+           ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One video's (uint8 frame, uint8 label) pairs."""
+    count = int(rng.integers(3, 6))
+    centres = rng.uniform(0.15, 0.85, (count, 2)) * size
+    velocities = rng.uniform(-1.5, 1.5, (count, 2))
+    radii = rng.uniform(6, 11, (count, 2))
+    angles = rng.uniform(0, np.pi, count)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    background = 0.4 + 0.1 * (rng.uniform(-1, 1) * yy + rng.uniform(-1, 1) * xx)
+    frames = []
+    for t in range(n_frames):
+        image, label = background.copy(), np.zeros((size, size), np.uint8)
+        for k in range(count):
+            cy, cx = np.clip(centres[k] + t * velocities[k], 0, size - 1)
+            rows, cols = ellipse(cy, cx, radii[k, 0], radii[k, 1], shape=label.shape,
+                                 rotation=angles[k])
+            contrast = 0.2 * (0.1 if rng.uniform() < 0.25 else 1.0)
+            image[rows, cols] += contrast
+            label[rows, cols] = 1
+        image = image + rng.normal(0, 0.18, image.shape)
+        frames.append(((np.clip(image, 0, 1) * 255).astype(np.uint8), label))
+    return frames

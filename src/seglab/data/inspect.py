@@ -12,6 +12,7 @@ from skimage.morphology import skeletonize
 from seglab.data.io import read_label
 from seglab.data.layouts import IGNORE_INDEX, Dataset
 from seglab.data.loading import load_case, read_case_instances
+from seglab.data.sequences import sequence_summary
 from seglab.errors import SeglabError
 
 INTENSITY_SAMPLES_PER_CASE = 10_000
@@ -46,6 +47,10 @@ class Fingerprint:
     # WIDTH_CASES cases; None where absent there, and for volumes). Thin colour classes get the
     # dynamic U-Net (plan._model).
     class_widths: list[float | None] | None = None
+    # Frames of sequences among the case ids (`seglab.data.sequences.sequence_summary`): count,
+    # median frames and frame step, the pattern that found them and whether seglab.yaml declared
+    # it; None where there are none.
+    sequences: dict[str, Any] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -213,6 +218,8 @@ def _fingerprint(dataset: Dataset, records: list[dict], notes: list[str]) -> Fin
         class_widths=[round(float(p / n), 2) if n else None
                       for p, n in zip(width_pixels, skeleton_pixels)] if records[0]["dims"] == 2
         else None,
+        sequences=sequence_summary([r.case_id for r in [*dataset.cases, *dataset.unlabeled]],
+                                   dataset.sequence),
     )
 
 
@@ -242,6 +249,9 @@ def format_fingerprint(fp: Fingerprint) -> str:
         if diameter := fp.objects.get("diameter"):
             lines.append(f"diameter  {diameter['p10']:.1f} / {diameter['median']:.1f} / "
                          f"{diameter['p90']:.1f} voxels (10th percentile / median / 90th)")
+    if fp.sequences:
+        lines.append(f"sequences {fp.sequences['count']} of frames (median "
+                     f"{fp.sequences['frames']:g} frames, frame step {fp.sequences['step']:g})")
     if fp.ignore_label is not None:
         lines.append(f"ignored   label value {fp.ignore_label} (not trained on, not scored)")
     lines += [f"note      {note}" for note in fp.notes]

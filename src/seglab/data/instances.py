@@ -59,12 +59,16 @@ class Instances:
             label[self.ignore] = IGNORE_INDEX
         return label
 
-    def with_boundaries(self, boundary_class: int, contact_width: int = 1) -> np.ndarray:
+    def with_boundaries(self, boundary_class: int, contact_width: int = 1,
+                        contact_class: int | None = None) -> np.ndarray:
         """The class map with each object's rim (its pixels next to the background or to another
         object, face-connected) set to `boundary_class`: the target that lets a semantic network
         keep touching objects apart (`seglab.instance_split` turns its output into objects).
         Where two objects touch, each one's rim there is `contact_width` pixels deep, so that
-        the gap the network must draw between them is 2 x `contact_width` wide."""
+        the gap the network must draw between them is 2 x `contact_width` wide; with a
+        `contact_class`, those pixels are that class instead of the rim: a class of its own,
+        whose Dice term weighs the seams as much as the objects (the DSB2018 leaders' third
+        output, "touching borders")."""
         label = self.semantic()
         inside = self.ids > 0
         rim = find_boundaries(self.ids, connectivity=1, mode="inner") & inside
@@ -73,6 +77,8 @@ class Instances:
             cross = ndimage.generate_binary_structure(self.ids.ndim, 1)
             contact = ndimage.binary_dilation(contact, cross, contact_width - 1) & inside
         label[rim | contact] = boundary_class
+        if contact_class is not None:
+            label[contact] = contact_class
         return label
 
     def counts_per_class(self) -> dict[int, int]:

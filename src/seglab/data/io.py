@@ -94,6 +94,16 @@ def read_label_with_spacing(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     return array.astype(np.int64), spacing
 
 
+def mask_path(like: Case, out_dir: Path) -> Path:
+    """Where `write_mask` writes the mask of the image `like`: named after it, in `out_dir`."""
+    fmt, source = like.meta["format"], Path(like.meta["path"])
+    suffix = _MASK_SUFFIXES.get(fmt) or _MASK_SUFFIXES.get(suffix_of(source), suffix_of(source))
+    out = Path(out_dir) / f"{_stem(source, fmt)}{suffix}"
+    if out.resolve() == source.resolve():
+        raise SeglabError(f"{out}: the mask would overwrite the input image; choose another folder")
+    return out
+
+
 def write_mask(
     mask: np.ndarray, like: Case, out_dir: Path, value_map: dict[int, int] | None = None
 ) -> Path:
@@ -104,11 +114,7 @@ def write_mask(
     be renamed into place together). `value_map` maps class index -> stored value, e.g. {1: 255}.
     """
     array = _mask_array(mask, like, value_map)
-    fmt, source = like.meta["format"], Path(like.meta["path"])
-    suffix = _MASK_SUFFIXES.get(fmt) or _MASK_SUFFIXES.get(suffix_of(source), suffix_of(source))
-    out = Path(out_dir) / f"{_stem(source, fmt)}{suffix}"
-    if out.resolve() == source.resolve():
-        raise SeglabError(f"{out}: the mask would overwrite the input image; choose another folder")
+    fmt, out = like.meta["format"], mask_path(like, out_dir)
     with atomic_path(out) as tmp:
         if fmt in _PILLOW_FORMATS:
             Image.fromarray(array).save(tmp, format="PNG")  # uint8 -> L, uint16 -> I;16

@@ -22,6 +22,8 @@ A `seglab.yaml` has these fields (all paths relative to `root`, itself relative 
     modality: CT                  # CT gets CT normalisation; anything else per-image z-score
     spacing: [0.0046, 0.0046]     # for formats that carry none
     unlabeled: test/*.png         # images without labels (predicted, not trained on)
+    sequence: '(?P<sequence>.+)_f(?P<frame>[0-9]+)$'  # frames of a sequence, from the case id
+                                  # (default: a frame number ending the id after a non-digit)
     split: {test: [ids...], val: 'regex on relative path'}   # or a JSON file with those keys
 """
 
@@ -35,13 +37,14 @@ from pathlib import Path
 import yaml
 
 from seglab.data.io import IMAGE_SUFFIXES, suffix_of
+from seglab.data.sequences import compiled
 from seglab.errors import SeglabError
 
 IGNORE_INDEX = 255
 LABEL_FOLDER_NAMES = ("labels", "masks", "annotations", "gt", "label", "mask")
 DEFAULT_ID_PATTERN = r"(?P<id>[^/]+?)(\.nii\.gz|\.[^./]+)$"
 YAML_KEYS = ("name", "root", "images", "id", "labels", "channels", "roi", "classes", "label_values",
-             "ignore_label", "modality", "spacing", "unlabeled", "split")
+             "ignore_label", "modality", "spacing", "unlabeled", "split", "sequence")
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Dataset:
     split: dict[str, list[str]] | None = None
     source: str = ""
     task: str = "semantic"  # "instance" where the labels give objects
+    sequence: str | None = None  # the `sequence:` regex (seglab.data.sequences), where declared
 
     def __post_init__(self) -> None:
         """Case ids name one case across labelled and unlabelled images (the split, the
@@ -207,7 +211,17 @@ def _from_yaml(yaml_path: Path) -> Dataset:
         split=_resolve_split(split, cases, yaml_path) if split else None,
         source=str(yaml_path.resolve()),
         task=task,
+        sequence=_sequence_pattern(spec, yaml_path),
     )
+
+
+def _sequence_pattern(spec: dict, yaml_path: Path) -> str | None:
+    if "sequence" not in spec:
+        return None
+    try:
+        return compiled(str(spec["sequence"])).pattern
+    except SeglabError as error:
+        raise SeglabError(f"{yaml_path}: `sequence`: {error}") from None
 
 
 def _read_split_file(path: Path) -> dict:

@@ -250,6 +250,7 @@ def _boxes(rows: list[dict[Column, float | None]]) -> str:
 def _overlays(run: Run, plan: dict[str, Any], per_case: list[dict[str, Any]]) -> str:
     """The best, median and worst case by mean Dice, read back from the dataset and the run's
     predictions/test; a case that cannot be read says why instead."""
+    from seglab.data.sequences import own_frame
     from seglab.infer import output_value_map  # torch only where the page needs the dataset
     from seglab.plan import Plan
     from seglab.run_setup import open_dataset
@@ -264,6 +265,7 @@ def _overlays(run: Run, plan: dict[str, Any], per_case: list[dict[str, Any]]) ->
     refs = {ref.case_id: ref for ref in dataset.cases}
     predictions = run_data.prediction_files(run.path / "predictions" / "test")
     value_map = output_value_map(Plan.from_dict(plan))
+    frames = 1 + 2 * Plan.from_dict(plan).temporal["context"]  # a frame shown without neighbours
     objects = plan.get("task") == "instance"
     explained = _class_maps(run, Plan.from_dict(plan), dataset, refs) if not objects and (
         "classical" not in plan["model"]) else None
@@ -273,7 +275,8 @@ def _overlays(run: Run, plan: dict[str, Any], per_case: list[dict[str, Any]]) ->
         try:
             if case_id not in refs:
                 raise SeglabError(f"{dataset.source}: case {case_id!r} is gone")
-            case = run_data.load_shown(dataset, refs[case_id], predictions, value_map, objects)
+            case = run_data.load_shown(dataset, own_frame(refs[case_id], frames), predictions,
+                                       value_map, objects)
         except SeglabError as error:
             parts.append(f'<h3>{html.escape(title)}</h3>'
                          f'<p class="note">{html.escape(str(error))}</p>')
@@ -299,8 +302,10 @@ def _class_maps(run: Run, plan: Any, dataset: Any,
     from seglab.device import Precision
     from seglab.explain import explain_case
     from seglab.infer import load_model
+    from seglab.plan_temporal import frame_channels
 
     loaded: list = []
+    channels = frame_channels(plan.in_channels, plan.temporal)  # shown without its neighbours
 
     def draw(shown: run_data.Shown) -> str:
         if not loaded:
@@ -312,7 +317,7 @@ def _class_maps(run: Run, plan: Any, dataset: Any,
         title = f"Grad-CAM of {plan.classes[index]} (the explained score: its log-odds where " \
                 "it is predicted)"
         return (f"<p>{html.escape(title)}</p><img alt=\"{html.escape(title)}\" "
-                f"src=\"data:image/png;base64,{cam_figure(case.image, cam)}\">")
+                f"src=\"data:image/png;base64,{cam_figure(case.image[:channels], cam)}\">")
 
     return draw
 
