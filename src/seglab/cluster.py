@@ -73,8 +73,9 @@ def predict_shard(run_path: str, stacks: list[list[str]], out: str,
     `out`, those whose mask exists skipped; the files written."""
     model, plan, steps, precision, dataset = _loaded(run_path, options)
     written: list[Path] = []
+    read: dict[Path, Any] = {}  # a frame is read once, however many neighbours stack it
     for files in stacks:
-        case = read_frames([Path(f) for f in files])
+        case = read_frames([Path(f) for f in files], read)
         if mask_path(case, Path(out)).exists():
             continue
         check_inputs([case], plan)

