@@ -8,7 +8,8 @@ import torch
 
 from seglab.device import Precision
 from seglab.errors import SeglabError
-from seglab.infer import output_value_map, sliding_window_predict, with_tta
+from seglab.infer import output_value_map, sliding_window_predict
+from seglab.infer_inputs import with_tta
 from tests.conftest import small_plan
 
 

@@ -15,7 +15,7 @@ from seglab.data.layouts import find_dataset
 from seglab.data.loading import load_case
 from seglab.data.sequences import neighbours, sequence_summary, sequences, with_temporal_context
 from seglab.errors import SeglabError
-from seglab.infer import read_inputs
+from seglab.infer_inputs import read_inputs
 from seglab.plan import make_plan
 from seglab.preprocess import prepare_case
 from seglab.train.sampling import PatchSampler

@@ -13,7 +13,8 @@ from seglab.data.layouts import find_dataset
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.evaluate import evaluate_folders, evaluate_run
-from seglab.infer import choose_postprocessing, expand_inputs, predict_files
+from seglab.infer import choose_postprocessing, predict_files
+from seglab.infer_inputs import expand_inputs
 from seglab.measure import measure_files
 from seglab.infer_objects import choose_instance_split, predict_object_files
 from seglab.report.run_page import write_report
@@ -129,7 +130,7 @@ def predict(run: str | Path | None, inputs: list[str | Path], out: str | Path,
 
     tta= keeps the plan's test-time mirroring ("plan", as validation and evaluation scored it)
     or turns it "on" or "off". roi= a folder of region-of-interest masks named as the inputs;
-    without it, the ROI is found as training found it (`seglab.infer.attach_rois`). A
+    without it, the ROI is found as training found it (`seglab.infer_inputs.attach_rois`). A
     cross-validated run predicts with its folds' ensemble (mean probabilities).
 
     cluster= the address of a Dask scheduler whose workers share the inputs and `out`

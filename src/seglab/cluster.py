@@ -24,8 +24,8 @@ from seglab.data.io import mask_path, output_folder
 from seglab.data.sequences import input_frames, read_frames
 from seglab.device import Precision
 from seglab.errors import SeglabError
-from seglab.infer import (attach_rois, check_inputs, expand_inputs, load_model,
-                          postprocessing_steps, with_tta, write_predictions)
+from seglab.infer import load_model, postprocessing_steps, write_predictions
+from seglab.infer_inputs import attach_rois, check_inputs, expand_inputs, with_tta
 from seglab.run import Run
 from seglab.run_setup import open_dataset
 

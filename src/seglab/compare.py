@@ -325,7 +325,7 @@ def _inference_speed(run: Run, policy: Precision,
             if plan.task == "instance":
                 predict_objects(model, case, plan, policy, instance_split_settings(run))
             else:
-                predict_case(model, case, plan, policy, steps)
+                predict_case(model, case, plan, policy, steps, probabilities=False)
         speeds.append(len(cases) / (time.perf_counter() - started))
     return speeds, sum(p.numel() for p in model.parameters())
 

@@ -25,7 +25,8 @@ from seglab.data.display import display_rgb
 from seglab.data.io import atomic_path, output_folder, write_maps
 from seglab.device import Precision
 from seglab.errors import SeglabError
-from seglab.infer import Ensemble, load_model, run_inputs
+from seglab.infer import Ensemble, load_model
+from seglab.infer_inputs import run_inputs
 from seglab.plan import Plan
 from seglab.preprocess import prepare_case, resize
 from seglab.run import Run

@@ -34,8 +34,8 @@ from seglab.data.io import atomic_path
 from seglab.data.layouts import IGNORE_INDEX
 from seglab.device import Precision
 from seglab.errors import SeglabError
-from seglab.infer import (attach_rois, load_model, postprocessing_steps, read_inputs,
-                          sliding_window_predict, write_predictions)
+from seglab.infer import load_model, postprocessing_steps, sliding_window_predict, write_predictions
+from seglab.infer_inputs import attach_rois, read_inputs
 from seglab.metrics import foreground_dice
 from seglab.plan import Plan
 from seglab.preprocess import Prepared, PreparedCache
@@ -337,7 +337,7 @@ def predict_onnx(source: str | Path, inputs: list[str | Path], out: Path,
                  roi: str | Path | None = None) -> list[Path]:
     """`seglab predict --backend onnx`: `source` is an exported .onnx file or a run folder with
     export/model.onnx; the plan comes from the file's metadata, not from a run folder, and ROI
-    masks (for a plan trained inside ROI files) from `roi`, as `seglab.infer.attach_rois` says."""
+    masks (for a plan trained inside ROI files) from `roi`, as `seglab.infer_inputs.attach_rois` says."""
     model, plan = open_onnx(source, device)
     cases = read_inputs(inputs, plan)
     attach_rois(cases, plan, Path(roi) if roi else None)

@@ -3,32 +3,30 @@ mirroring test-time augmentation, and predictions written in the input's own for
 
 from __future__ import annotations
 
-import dataclasses
-import glob
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 from seglab import models, postprocess
 from seglab.measure import index_to_world, measure_mask, write_measurements
 from seglab.models.mask_rcnn import build_mask_rcnn
 from seglab.case import Case
 from seglab.data.dicom_seg import seg_beside
-from seglab.data.io import (IMAGE_SUFFIXES, output_folder, read_label, suffix_of,
-                            write_maps, write_mask, write_probabilities)
-from seglab.data.layouts import IGNORE_INDEX, Dataset
-from seglab.data.loading import field_of_view, load_case
-from seglab.data.sequences import input_frames, read_frames
+from seglab.data.io import output_folder, write_maps, write_mask, write_probabilities
+from seglab.data.layouts import IGNORE_INDEX
+from seglab.data.loading import load_case
 from seglab.device import Precision
-from seglab.errors import SeglabError
 from seglab.plan import Plan
-from seglab.preprocess import prepare_case, resize
+from seglab.infer_inputs import stream_inputs, with_tta
+from seglab.preprocess import network_image, resize
 from seglab.run import Run, load_checkpoint
 from seglab.run_setup import open_dataset
+from seglab.sliding_window import WindowSource, blended_strips
 from seglab.uncertainty import Passes
 
 POSTPROCESSING_FILE = "postprocessing.json"
@@ -67,55 +65,52 @@ class Ensemble(torch.nn.Module):
         return torch.log(mean.clamp_min(1e-12))
 
 
-@torch.no_grad()
-def sliding_window_passes(model: torch.nn.Module, image: np.ndarray, plan: Plan,
-                          precision: Precision) -> Iterator[torch.Tensor]:
-    """Class probabilities (K, *spatial), float32 on the CPU, of each pass over a prepared
-    (C, *spatial) image: the image itself, then mirrored along each of `mirror_axes` (flipped
-    back).
-
-    Windows of the patch size overlap by `plan.inference.overlap`; their softmax outputs are
-    blended with Gaussian weights (MONAI's `sliding_window_inference`); images smaller than a
-    patch are padded.
-    """
-    inputs = precision.to_device(torch.from_numpy(np.ascontiguousarray(image))[None])
+def probability_strips(model: torch.nn.Module, image: WindowSource, plan: Plan,
+                       precision: Precision, separate_passes: bool = False
+                       ) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Class probabilities of a prepared (C, *spatial) image, strip by strip along its first
+    axis (`seglab.sliding_window.blended_strips`): windows of the patch size overlapping by
+    `plan.inference.overlap`, blended with Gaussian weights, each also mirrored along the
+    plan's `mirror_axes`."""
     options = plan.inference
 
-    def predictor(patches: torch.Tensor) -> torch.Tensor:
+    def predict(patches: torch.Tensor) -> torch.Tensor:
         with precision.autocast():
             logits = model(precision.memory_format(patches, model))
         return torch.softmax(logits.float(), dim=1)
 
-    def window(x: torch.Tensor) -> torch.Tensor:
-        return sliding_window_inference(
-            x, roi_size=plan.patch_size, sw_batch_size=options["batch_size"], predictor=predictor,
-            overlap=options["overlap"], mode=options["blend"], padding_mode="constant")
-
-    yield window(inputs)[0].float().cpu()
-    for axis in options.get("mirror_axes") or []:
-        flipped = (axis + 2,)
-        yield window(inputs.flip(flipped)).flip(flipped)[0].float().cpu()
+    return blended_strips(image, plan.patch_size, predict, overlap=options["overlap"],
+                          blend=options["blend"], batch_size=options["batch_size"],
+                          mirror_axes=options.get("mirror_axes") or [],
+                          separate_passes=separate_passes, device=precision.device)
 
 
-def sliding_window_predict(model: torch.nn.Module, image: np.ndarray, plan: Plan,
+def sliding_window_predict(model: torch.nn.Module, image: WindowSource, plan: Plan,
                            precision: Precision) -> torch.Tensor:
-    """The mean of `sliding_window_passes`: mirroring along `mirror_axes` averages the flipped
-    predictions."""
-    total, count = None, 0
-    for probs in sliding_window_passes(model, image, plan, precision):
-        total = probs if total is None else total + probs
-        count += 1
-    return total / count
+    """Class probabilities (K, *spatial), float32 on the CPU, of a whole prepared image: the mean
+    over the mirrored passes."""
+    return torch.cat([probs[0] for _, probs in probability_strips(model, image, plan, precision)],
+                     dim=1)
 
 
 def predict_case(model: torch.nn.Module, case: Case, plan: Plan, precision: Precision,
-                 steps: Sequence[dict[str, Any]] = ()) -> tuple[np.ndarray, np.ndarray]:
-    """(class-index mask, probabilities) in the case's own grid; outside the ROI is background;
-    the post-processing `steps` (see `seglab.postprocess`) applied to the mask."""
-    prepared = prepare_case(case, plan)
-    probs = sliding_window_predict(model, prepared.image, plan, precision).numpy()
-    probs = resize(probs, case.shape, "linear")
-    return _mask_in_case(probs, case, steps), probs
+                 steps: Sequence[dict[str, Any]] = (), probabilities: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(class-index mask, probabilities or None) in the case's own grid; outside the ROI is
+    background; the post-processing `steps` (see `seglab.postprocess`) applied to the mask.
+
+    Without `probabilities`, a case at the plan's spacing is turned into mask rows strip by
+    strip: beyond the image and its mask, memory is bounded by a strip of windows."""
+    image = network_image(case, plan)
+    if probabilities or tuple(image.shape[1:]) != tuple(case.shape):
+        probs = resize(sliding_window_predict(model, image, plan, precision).numpy(),
+                       case.shape, "linear")
+        return _mask_in_case(torch.from_numpy(probs).argmax(0).to(torch.uint8).numpy(), case,
+                             steps), probs
+    mask = np.empty(case.shape, np.uint8)
+    for rows, probs in probability_strips(model, image, plan, precision):
+        mask[rows] = probs[0].argmax(0).to(torch.uint8).numpy()
+    return _mask_in_case(mask, case, steps), None
 
 
 def predict_case_uncertainty(model: torch.nn.Module, case: Case, plan: Plan,
@@ -124,19 +119,19 @@ def predict_case_uncertainty(model: torch.nn.Module, case: Case, plan: Plan,
     """`predict_case` with the uncertainty maps of `seglab.uncertainty` in the case's grid: the
     entropy of the mean prediction, and the mutual information over every pass of every member
     (a cross-validated run's folds times the planned mirrorings) where there are two or more."""
-    prepared = prepare_case(case, plan)
+    image = network_image(case, plan)
     passes = Passes()
     for member in model.members if isinstance(model, Ensemble) else [model]:
-        for probs in sliding_window_passes(member, prepared.image, plan, precision):
+        strips = probability_strips(member, image, plan, precision, separate_passes=True)
+        for probs in torch.cat([probs for _, probs in strips], dim=2):
             passes.add(probs.numpy())
     probs = resize(passes.mean(), case.shape, "linear")
     maps = {name: resize(value[None], case.shape, "linear")[0]
             for name, value in passes.maps().items()}
-    return _mask_in_case(probs, case, steps), probs, maps
+    return _mask_in_case(probs.argmax(axis=0).astype(np.uint8), case, steps), probs, maps
 
 
-def _mask_in_case(probs: np.ndarray, case: Case, steps: Sequence[dict[str, Any]]) -> np.ndarray:
-    mask = probs.argmax(axis=0).astype(np.uint8)
+def _mask_in_case(mask: np.ndarray, case: Case, steps: Sequence[dict[str, Any]]) -> np.ndarray:
     if case.roi is not None:
         mask[~case.roi] = 0
     return postprocess.apply(mask, steps)
@@ -206,35 +201,6 @@ def output_value_map(plan: Plan) -> dict[int, int] | None:
     return None if all(k == v for k, v in mapping.items()) else mapping
 
 
-def expand_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Files as given; folders expanded to their image files (a DICOM folder is one case)."""
-    paths: list[Path] = []
-    for item in map(Path, inputs):
-        if not item.exists():
-            raise SeglabError(f"{item}: no such file or folder")
-        if item.is_dir() and not any(p.suffix.lower() == ".dcm" for p in item.iterdir()):
-            found = sorted(p for p in item.iterdir()
-                           if p.is_file() and suffix_of(p) in IMAGE_SUFFIXES)
-            if not found:
-                raise SeglabError(f"{item}: no image files in this folder")
-            paths.extend(found)
-        else:
-            paths.append(item)
-    return paths
-
-
-def with_tta(plan: Plan, tta: str) -> Plan:
-    """The plan's test-time mirroring ("plan": as planned, and as validation and evaluation
-    scored it), or the user's deviation from it: "on" averages the windows mirrored along each
-    spatial axis (1 + dims forward passes: 3x the inference time in 2D, 4x in 3D), "off" none."""
-    if tta not in ("plan", "on", "off"):
-        raise SeglabError(f"--tta {tta}: expected plan, on or off")
-    if tta == "plan":
-        return plan
-    axes = list(range(plan.dims)) if tta == "on" else []
-    return dataclasses.replace(plan, inference={**plan.inference, "mirror_axes": axes})
-
-
 def predict_files(run: Run, inputs: list[str | Path], out: Path, probabilities: bool = False,
                   precision: Precision | None = None, tta: str = "plan",
                   roi: str | Path | None = None, measure: bool = False,
@@ -242,105 +208,57 @@ def predict_files(run: Run, inputs: list[str | Path], out: Path, probabilities: 
     """`seglab predict` for a semantic run: masks (and optionally probability maps) for every
     input, in `out`; each input's region of interest as training had it (see `attach_rois`);
     with `measure`, each mask's classes and components in physical units too; with
-    `uncertainty`, its entropy and mutual information maps (`predict_case_uncertainty`)."""
+    `uncertainty`, its entropy and mutual information maps (`predict_case_uncertainty`). The
+    inputs are read ahead while the model loads and predicts (`stream_inputs`)."""
     precision = precision or Precision.choose()
-    plan, cases = run_inputs(run, inputs, tta, roi)
+    plan = with_tta(run.plan(), tta)
+    dataset = open_dataset(run) if plan.roi_rule == "file" and roi is None else None
+    cases = stream_inputs(inputs, plan, Path(roi) if roi else None, dataset)
     model = load_model(run, precision)
     return write_predictions(model, plan, cases, out, probabilities, precision,
                              postprocessing_steps(run), measure, uncertainty)
 
 
-def run_inputs(run: Run, inputs: list[str | Path], tta: str = "plan",
-               roi: str | Path | None = None) -> tuple[Plan, list[Case]]:
-    """The run's plan (with `tta`) and every input read, checked and given its ROI."""
-    plan = with_tta(run.plan(), tta)
-    cases = read_inputs(inputs, plan)
-    dataset = open_dataset(run) if plan.roi_rule == "file" and roi is None else None
-    attach_rois(cases, plan, Path(roi) if roi else None, dataset)
-    return plan, cases
-
-
-def read_inputs(inputs: list[str | Path], plan: Plan) -> list[Case]:
-    """Every input read (with its neighbouring frames, for temporal context) and checked against
-    the plan's dims and channels, before any model loads."""
-    read: dict[Path, Case] = {}
-    cases = [read_frames(files, read) for files in input_frames(
-        expand_inputs(inputs), plan.temporal["context"], plan.temporal["pattern"])]
-    check_inputs(cases, plan)
-    return cases
-
-
-def check_inputs(cases: list[Case], plan: Plan) -> None:
-    """One clear error for the first input whose dims or channels the run was not trained on."""
-    for case in cases:
-        if case.channels != plan.in_channels or case.dims != plan.dims:
-            raise SeglabError(f"{case.meta['path']}: {case.dims}D with {case.channels} channel(s), "
-                              f"but the run was trained on {plan.dims}D with {plan.in_channels}")
-
-
-def attach_rois(cases: list[Case], plan: Plan, roi_folder: Path | None = None,
-                dataset: Dataset | None = None) -> None:
-    """Sets each case's region of interest as training had it, before normalisation (which is
-    taken inside it): a mask of the same name in `roi_folder` when given; else for a run trained
-    with ROI files, the dataset's own file when the input is one of its cases; else for
-    `roi: auto`, the field of view derived from the image. None when the plan has no ROI."""
-    own = {ref.images[0].resolve(): ref.roi for ref in dataset.cases if ref.roi} if dataset else {}
-    for case in cases:
-        path = Path(case.meta["path"])
-        if roi_folder is not None:
-            case.roi = _roi_from_folder(roi_folder, path, case.shape)
-        elif plan.roi_rule == "file":
-            if (roi := own.get(path.resolve())) is None:
-                raise SeglabError(f"{path}: the run was trained inside ROI masks read from files; "
-                                  "give --roi DIR with a mask of the same name for each input")
-            case.roi = _read_roi(roi, case.shape)
-        elif plan.roi_rule == "auto":
-            case.roi = field_of_view(case.image)
-
-
-def _roi_from_folder(folder: Path, image: Path, shape: tuple[int, ...]) -> np.ndarray:
-    stem = image.name[: -len(suffix_of(image))]
-    found = sorted(p for p in folder.glob(f"{glob.escape(stem)}.*")
-                   if suffix_of(p) in IMAGE_SUFFIXES and p.name[: -len(suffix_of(p))] == stem)
-    if not found:
-        raise SeglabError(f"{image}: no ROI mask named {stem}.* in {folder}")
-    return _read_roi(found[0], shape)
-
-
-def _read_roi(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    roi = read_label(path)
-    if roi.shape != tuple(shape):
-        raise SeglabError(f"{path}: ROI size {roi.shape} does not match its image {tuple(shape)}")
-    return roi > 0
-
-
-def write_predictions(model: torch.nn.Module, plan: Plan, cases: list[Case], out: Path,
+def write_predictions(model: torch.nn.Module, plan: Plan, cases: Iterable[Case], out: Path,
                       probabilities: bool, precision: Precision,
                       steps: Sequence[dict[str, Any]] = (), measure: bool = False,
                       uncertainty: bool = False) -> list[Path]:
     """Predicts each case with `model` (PyTorch, or the ONNX adapter of `seglab.export`) and
     writes its mask (and probabilities, and uncertainty maps) in the case's own format and
-    geometry; with `measure`, OUT/measurements.csv and .json (`seglab.measure`) for all."""
+    geometry; with `measure`, OUT/measurements.csv and .json (`seglab.measure`) for all. A
+    writing thread encodes and writes each case's files while the next case is predicted."""
     value_map = output_value_map(plan)
     output_folder(out)
-    written, measured = [], {}
+    measured: dict[str, Any] = {}
     foreground = {k: plan.classes[k] for k in range(1, plan.n_classes)}
-    for case in cases:
-        if uncertainty:
-            mask, probs, maps = predict_case_uncertainty(model, case, plan, precision, steps)
-        else:
-            mask, probs = predict_case(model, case, plan, precision, steps)
+
+    def write(case: Case, mask: np.ndarray, probs: np.ndarray | None,
+              maps: dict[str, np.ndarray]) -> list[Path]:
+        written = []
         if case.meta["format"] == "dicom":
             written += seg_beside(mask, case, out, dict(enumerate(plan.classes)))
         if probabilities:
             written.append(write_probabilities(probs.astype(np.float32), case, out))
-        if uncertainty:
+        if maps:
             written += write_maps(maps, case, out)
         mask_file = write_mask(mask, case, out, value_map)  # last: a mask means a finished case
-        written.append(mask_file)
         if measure:
             measured[mask_file.name] = measure_mask(
                 mask, foreground, case.spacing, index_to_world(case.meta, case.dims))
+        return written + [mask_file]
+
+    written: list[Path] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="seglab-writer") as writer:
+        pending: deque = deque()
+        for case in cases:
+            maps: dict[str, np.ndarray] = {}
+            if uncertainty:
+                mask, probs, maps = predict_case_uncertainty(model, case, plan, precision, steps)
+            else:
+                mask, probs = predict_case(model, case, plan, precision, steps, probabilities)
+            pending.append(writer.submit(write, case, mask, probs, maps))
+            while len(pending) > 1:
+                written += pending.popleft().result()
+        while pending:
+            written += pending.popleft().result()
     return written + (write_measurements(measured, out) if measure else [])
-
-

@@ -20,7 +20,8 @@ from seglab.data.io import output_folder, write_mask, write_text_atomic
 from seglab.data.loading import load_case
 from seglab.device import Precision
 from seglab.errors import SeglabError
-from seglab.infer import load_model, predict_case, run_inputs
+from seglab.infer import load_model, predict_case
+from seglab.infer_inputs import run_inputs
 from seglab.models.mask_rcnn import objects_from_detections
 from seglab.plan import Plan
 from seglab.preprocess import prepare_case, resize

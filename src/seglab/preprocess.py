@@ -38,17 +38,49 @@ class Prepared:
 def normalize(image: np.ndarray, plan: Plan, roi: np.ndarray | None = None) -> np.ndarray:
     """CT: clip to the dataset's foreground percentiles, then z-score with the dataset's statistics.
     Otherwise: z-score each channel of each image by its own statistics (inside the ROI)."""
-    out = np.empty(image.shape, dtype=np.float32)
-    if plan.normalization["scheme"] == "ct":
-        for c, stats in enumerate(plan.normalization["channels"]):
-            low, high = stats["clip"]
-            out[c] = (np.clip(image[c], low, high) - stats["mean"]) / stats["std"]
+    return NormalizedView(image, plan, roi)[(slice(None),) * image.ndim]
+
+
+class NormalizedView:
+    """A (C, *spatial) image that `normalize`s each window as it is cut: inference on an image at
+    its own grid never holds a normalised float copy of the whole image. The statistics are
+    taken once, slab by slab."""
+
+    def __init__(self, image: np.ndarray, plan: Plan, roi: np.ndarray | None = None):
+        self.image, self.shape = image, image.shape
+        if plan.normalization["scheme"] == "ct":
+            self.affines = [(tuple(stats["clip"]), stats["mean"], stats["std"])
+                            for stats in plan.normalization["channels"]]
+        else:
+            inside = roi if roi is not None and roi.any() else None
+            self.affines = [(None, *_mean_and_std(channel, inside)) for channel in image]
+
+    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
+        part = self.image[index]
+        out = np.empty(part.shape, dtype=np.float32)
+        for c, (clip, mean, std) in enumerate(self.affines[index[0]]):
+            values = part[c] if clip is None else np.clip(part[c], *clip)
+            out[c] = (values - mean) / std
         return out
-    for c in range(image.shape[0]):
-        values = image[c][roi] if roi is not None and roi.any() else image[c]
-        mean, std = float(values.mean()), float(values.std())
-        out[c] = (image[c] - mean) / max(std, 1e-8)
-    return out
+
+
+_SLAB = 1 << 20  # values per slab of the statistics
+
+
+def _mean_and_std(channel: np.ndarray, inside: np.ndarray | None) -> tuple[float, float]:
+    """The channel's mean and standard deviation (inside the mask, where given; at least 1e-8),
+    in two passes over slabs of the first axis (float64 sums, no whole-image temporaries)."""
+    step = max(1, _SLAB // max(1, channel[0].size))
+    slabs = [(channel[i:i + step], None if inside is None else inside[i:i + step])
+             for i in range(0, channel.shape[0], step)]
+
+    def values(slab, mask):
+        return (slab if mask is None else slab[mask]).astype(np.float64)
+
+    count = sum(slab.size if mask is None else int(mask.sum()) for slab, mask in slabs)
+    mean = sum(values(slab, mask).sum() for slab, mask in slabs) / count
+    square = sum(((values(slab, mask) - mean) ** 2).sum() for slab, mask in slabs) / count
+    return float(mean), max(float(np.sqrt(square)), 1e-8)
 
 
 def target_shape(shape: tuple[int, ...], spacing: tuple[float, ...], plan: Plan) -> tuple[int, ...]:
@@ -69,6 +101,16 @@ def resize(array: np.ndarray, shape: tuple[int, ...], mode: str) -> np.ndarray:
     else:
         resized = F.interpolate(tensor, size=shape, mode="nearest-exact")
     return resized[0].numpy()
+
+
+def network_image(case: Case, plan: Plan) -> np.ndarray | NormalizedView:
+    """The case's image as the network sees it (`prepare_case`'s image): normalised window by
+    window where it is already at the plan's spacing, else normalised and resampled whole."""
+    view = NormalizedView(case.image, plan, case.roi)
+    shape = target_shape(case.shape, case.spacing, plan)
+    if tuple(shape) == tuple(case.shape):
+        return view
+    return resize(view[(slice(None),) * case.image.ndim], shape, "linear")
 
 
 def prepare_case(case: Case, plan: Plan) -> Prepared:

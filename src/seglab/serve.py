@@ -36,8 +36,9 @@ from seglab.data.display import display_rgb
 from seglab.data.io import read_image, suffix_of, write_mask
 from seglab.device import Precision
 from seglab.errors import SeglabError
-from seglab.infer import (attach_rois, load_model, output_value_map, postprocessing_steps,
-                          predict_case, predict_case_uncertainty, with_tta)
+from seglab.infer import (load_model, output_value_map, postprocessing_steps, predict_case,
+                          predict_case_uncertainty)
+from seglab.infer_inputs import attach_rois, with_tta
 from seglab.infer_objects import instance_split_settings, predict_objects
 from seglab.measure import index_to_world, measure_mask, object_rows
 from seglab.run import Run
@@ -158,7 +159,8 @@ class Service:
                                                            self.precision, self.steps)
                 maps["uncertainty"] = unsure["entropy"]
             else:
-                mask, _ = predict_case(self.model, case, plan, self.precision, self.steps)
+                mask, _ = predict_case(self.model, case, plan, self.precision, self.steps,
+                                       probabilities=False)
             if explain:
                 from seglab.explain import explain_case  # opencv only when asked for
 

@@ -23,8 +23,8 @@ from seglab.data.layouts import Dataset, find_dataset
 from seglab.data.loading import load_case
 from seglab.errors import SeglabError
 from seglab.evaluate import EVALUATION, Outputs, Steps, score_variants
-from seglab.infer import (attach_rois, choose_postprocessing_for, expand_inputs, output_value_map,
-                           read_inputs)
+from seglab.infer import choose_postprocessing_for, output_value_map
+from seglab.infer_inputs import attach_rois, expand_inputs, read_inputs
 from seglab.plan import make_plan
 from seglab.run import Run
 from seglab.run_setup import open_dataset, planned_split
