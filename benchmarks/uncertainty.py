@@ -23,7 +23,8 @@ from real_data import BENCHMARKS as REAL_DATA
 from seglab.data.layouts import IGNORE_INDEX
 from seglab.data.loading import load_case
 from seglab.device import Precision
-from seglab.infer import load_model, predict_case_uncertainty, with_tta
+from seglab.infer import load_model, predict_case_uncertainty
+from seglab.infer_inputs import with_tta
 from seglab.metrics import roc_auc_cases
 from seglab.run import Run
 from seglab.run_setup import open_dataset
