@@ -10,6 +10,7 @@ from monai.inferers import sliding_window_inference
 
 from seglab.case import Case
 from seglab.device import Precision
+from seglab import infer
 from seglab.infer import predict_case
 from seglab.preprocess import NormalizedView, normalize
 from seglab.sliding_window import blended_strips
@@ -58,15 +59,21 @@ def test_mirroring_averages_each_window_with_its_flips_and_can_keep_the_passes_a
     torch.testing.assert_close(mean, passes.mean(0))
 
 
-def test_a_mask_made_strip_by_strip_equals_the_argmax_of_the_whole_probabilities() -> None:
+def test_a_mask_made_strip_by_strip_equals_the_argmax_of_the_whole_probabilities(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     plan = small_plan((16, 16))
     plan.inference = {"overlap": 0.5, "blend": "gaussian", "batch_size": 3, "mirror_axes": [0]}
     image = np.random.default_rng(2).normal(size=(1, 70, 45)).astype(np.float32) * 3 + 5
     case = Case("c", image, (1.0, 1.0))
     network = torch.nn.Conv2d(1, 2, 3, padding=1)
     precision = Precision.choose("cpu", "fp32", "off")
-    streamed, none = predict_case(network, case, plan, precision, probabilities=False)
     mask, probs = predict_case(network, case, plan, precision)
+
+    def whole_image(*args, **kwargs):
+        raise AssertionError("the whole image's probabilities were made")
+
+    monkeypatch.setattr(infer, "sliding_window_predict", whole_image)
+    streamed, none = predict_case(network, case, plan, precision, probabilities=False)
     assert none is None and streamed.dtype == np.uint8
     assert np.array_equal(streamed, mask) and np.array_equal(mask, probs.argmax(0))
     assert 0.1 < mask.mean() < 0.9

@@ -35,7 +35,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 def remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:
     """The binary mask without its connected components smaller than `min_size` pixels."""
-    return morphology.remove_small_objects(mask.astype(bool), max_size=min_size - 1,
+    return morphology.remove_small_objects(np.asarray(mask, dtype=bool), max_size=min_size - 1,
                                            connectivity=mask.ndim)
 
 
@@ -45,7 +45,7 @@ def fill_holes(mask: np.ndarray, max_size: int | None = None) -> np.ndarray:
     connectivity)."""
     if max_size is None:
         return ndimage.binary_fill_holes(mask)
-    return morphology.remove_small_holes(mask.astype(bool), max_size=max_size - 1)
+    return morphology.remove_small_holes(np.asarray(mask, dtype=bool), max_size=max_size - 1)
 
 
 def split_touching(mask: np.ndarray, min_distance: int = 3) -> np.ndarray:

@@ -70,8 +70,8 @@ def blended_strips(source: WindowSource, patch: Sequence[int],
     for start, group in itertools.groupby(windows, key=lambda window: int(window[0].start)):
         if sums is not None and start > first_row:
             yield _finished(sums, weights, first_row, start, low, spatial)
-            sums, weights = _shifted(sums, start - first_row, 2), _shifted(weights, start - first_row, 0)
-            first_row = start
+            done = start - first_row
+            sums, weights, first_row = _shifted(sums, done, 2), _shifted(weights, done, 0), start
         group = list(group)
         for batch in (group[i:i + batch_size] for i in range(0, len(group), batch_size)):
             inputs = torch.from_numpy(np.stack([_window(source, w, low) for w in batch]))
