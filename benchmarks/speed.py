@@ -1,24 +1,32 @@
-"""Speed against the peers: seglab's default device policy against plain PyTorch on the same
-architecture and input, on one machine in one run, written into BENCHMARKS.md:
+"""Speed against the peers: seglab's default device policy against each peer on the same
+architecture and input, the peer both as its plainest loop and in the fastest mode its own docs
+offer on this hardware, on one machine in one run, written into BENCHMARKS.md:
 
     uv run --group bench python benchmarks/speed.py             # section `cpu` (or `cuda`)
     uv run --group bench python benchmarks/speed.py --quick     # tiny sizes, 1 repeat: prints only
     uv run --group bench python benchmarks/speed.py --only 3d   # one part: prints only
 
 What is measured, and why: the same architecture and input for the peer (a) and seglab (b), so
-that the ratio (b)/(a) is what seglab's defaults are worth on this machine.
-- 2D U-Net, ResNet-34 encoder: training 8x3x256x256, inference 8x3x256x256 and 1x3x512x512. (a):
-  smp's Unet in a plain fp32 NCHW loop (AdamW, cross-entropy); (b): the same network from seglab's
-  registry, prepared by `Precision.choose()` (layout, autocast, compile), trained by `TrainStep`
-  with seglab's Dice + cross-entropy, inferred in the policy's autocast and layout.
+that the ratio (b)/(a) is what seglab's defaults are worth on this machine against each mode.
+- Peer modes: "plain" is fp32, NCHW, no autocast; "fastest" adds what PyTorch's and the peers'
+  performance guides offer a user on this device: channels_last (channels_last_3d for volumes),
+  bf16 autocast where the device has bf16 units (seglab's own test of the CPU flags, so the peer
+  gets bf16 exactly where seglab does), and for inference torch.compile where it is faster than
+  eager on this machine (tried on each inference case; the row says which won).
+- 2D U-Net, ResNet-34 encoder: training 8x3x256x256, inference 8x3x256x256 and 1x3x512x512. The
+  peer: smp's Unet (AdamW, cross-entropy); seglab: the same network from its registry, prepared by
+  `Precision.choose()` (layout, autocast, compile), trained by `TrainStep` with Dice +
+  cross-entropy, inferred in the policy's autocast and layout.
 - 3D: a hippocampus-sized 64^3 patch (training batch 2) with the topology seglab plans for it;
-  (a): MONAI's DynUNet and nnU-Net's PlainConvUNet (dependency group `bench`), fp32.
-- ONNX Runtime on seglab's export at 1x3x512x512, fp32 and int8 (`seglab export --quantize int8`).
-- Ceilings: a large 3x3 Conv2d in fp32 (NCHW, channels_last) and bf16, so that each throughput
-  reads as a fraction of what this machine's convolutions reach; and the share of seglab's
-  training loop spent in `PatchSampler.batch()`.
-Times are medians over --repeats after warm-up. With CUDA, all of it runs on the GPU, into its
-own section.
+  the peers: MONAI's DynUNet and nnU-Net's PlainConvUNet (dependency group `bench`).
+- ONNX Runtime: int8 against fp32 of the same trained weights (`seglab export --quantize int8` on
+  the ISBI 2012 run of benchmarks/real_data.py, when it exists), with the Dice of each on the run's
+  test slices; and fp32 ONNX of the random-weight 2D network against the PyTorch rows.
+- The conv throughput of this machine: a large 3x3 Conv2d in fp32 and bf16, each layout, as the
+  reference for what bf16 units are worth here (no row is given as a percentage of it: a network
+  can beat one convolution's rate).
+Each figure is images per second over --repeats timed repeats after warm-up: the median, with the
+minimum and maximum. With CUDA, all of it runs on the GPU, into its own section.
 """
 
 from __future__ import annotations
@@ -35,12 +43,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
-from common import machine, write_section
+from common import ROOT, machine, write_section
 from monai.networks.nets import DynUNet
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -60,9 +67,10 @@ QUICK = {"train2d": (2, 64), "infer2d": [(2, 64), (1, 128)], "vol": 32, "conv": 
 CUDA_CONV = (32, 256, 128)  # on a GPU the CPU's conv would be too small to reach the ceiling
 BATCH_3D = 2
 LOSS = {"name": "dice_ce", "dice_weight": 1.0, "ce_weight": 1.0}
-PEER_2D = "smp Unet fp32"
+PEER_2D = "smp Unet"
 Step = Callable[[], Any]
-Timing = tuple[float, float | None]  # images per second, peak CUDA MB
+Stat = tuple[float, float, float]  # images per second over the repeats: min, median, max
+Timing = tuple[Stat, float | None]  # and peak CUDA MB
 
 
 @dataclass
@@ -73,7 +81,7 @@ class Bench:
     sizes: dict
 
     def measure(self, fn: Step, batch: int) -> Timing:
-        """Images per second (median over the repeats, after warm-up), and peak CUDA MB."""
+        """Images per second (min, median, max over the repeats, after warm-up), peak CUDA MB."""
         cuda = self.policy.device.type == "cuda"
         sync = torch.cuda.synchronize if cuda else (lambda: None)
         if cuda:
@@ -88,23 +96,38 @@ class Bench:
             sync()
             times.append(time.perf_counter() - start)
         peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
-        return batch / statistics.median(times), peak
+        rates = sorted(batch / t for t in times)
+        return (rates[0], statistics.median(rates), rates[-1]), peak
 
 
 @dataclass
 class Row:
     case: str
     peer: str
-    peer_ips: float | None
-    seglab_ips: float | None
+    peer_ips: Stat | None
+    seglab_ips: Stat | None
     gflops: float  # per image: one forward, or x3 for a training step
     peer_mb: float | None = None
     seglab_mb: float | None = None
+    seglab_label: str = "seglab"
 
 
 def _row(case: str, peer: str, gflops: float, a: Timing, b: Timing) -> Row:
-    print(f"  {case}: {peer} {a[0]:.3g} img/s, seglab {b[0]:.3g} img/s", flush=True)
+    print(f"  {case}: {peer} {a[0][1]:.3g} img/s, seglab {b[0][1]:.3g} img/s", flush=True)
     return Row(case, peer, a[0], b[0], gflops, a[1], b[1])
+
+
+def peer_modes(b: Bench) -> dict[str, Precision | None]:
+    """The peer's plain loop (None) and its fastest mode: seglab's policy's layout and autocast
+    (bf16 exactly where the device has bf16 units), without seglab's compile choice."""
+    policy = b.policy
+    fastest = Precision.choose(policy.device.type, "auto", "off")
+    return {"plain fp32": None, f"fastest: {_mode_name(fastest)}": fastest}
+
+
+def _mode_name(policy: Precision) -> str:
+    parts = ["channels_last"] if policy.channels_last else []
+    return " + ".join(parts + [f"{policy.name} autocast" if policy.name != "fp32" else "fp32"])
 
 
 def forward_gflops(model: nn.Module, shape: torch.Size) -> float:
@@ -116,25 +139,49 @@ def forward_gflops(model: nn.Module, shape: torch.Size) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-          policy: Precision | None = None) -> Step:
-    """A training step: the peer's plain loop (fp32, the input as given, AdamW, cross-entropy, no
-    autocast), or with a policy seglab's `TrainStep` (the policy's layout and autocast, seglab's
-    loss) on a model that `policy.prepare_model` prepared."""
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, policy: Precision) -> Step:
+    """seglab's training step: `TrainStep` (the policy's layout and autocast, seglab's loss) on a
+    model that `policy.prepare_model` prepared."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    if policy is not None:
-        seglab_step = TrainStep(model, optimizer, create_loss(LOSS), policy, adversary=None)
-        return lambda: seglab_step(x, y)
+    seglab_step = TrainStep(model, optimizer, create_loss(LOSS), policy, adversary=None)
+    return lambda: seglab_step(x, y)
+
+
+def peer_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               mode: Precision | None) -> Step:
+    """The peer's own training loop (AdamW, cross-entropy): plain (fp32, the input as given), or
+    in `mode`'s memory layout and autocast."""
+    model = (mode.prepare_model(model) if mode else model).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    autocast = mode.autocast if mode else contextlib.nullcontext
+    x = mode.memory_format(x, model) if mode else x
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        with autocast():
+            loss = F.cross_entropy(model(x).float(), y)
         loss.backward()
         optimizer.step()
         return float(loss.detach())
 
     return step
+
+
+def peer_infer(b: Bench, model: nn.Module, x: torch.Tensor, mode: Precision | None,
+               batch: int) -> tuple[Timing, str]:
+    """The peer's inference in `mode`; in its fastest mode also compiled, the faster kept."""
+    if mode is None:
+        return b.measure(infer(model, x), batch), ""
+    model = mode.prepare_model(model)
+    eager = b.measure(infer(model, x, mode), batch)
+    try:
+        compiled = b.measure(infer(torch.compile(model), x, mode), batch)
+    except Exception as error:  # noqa: BLE001 - the row says compile failed, eager stands
+        return eager, f" (compile failed: {type(error).__name__})"
+    if compiled[0][1] > eager[0][1]:
+        return compiled, " + torch.compile"
+    return eager, f" (torch.compile slower: {compiled[0][1]:.3g} img/s)"
 
 
 def infer(model: nn.Module, x: torch.Tensor, policy: Precision | None = None) -> Step:
@@ -154,19 +201,26 @@ def infer(model: nn.Module, x: torch.Tensor, policy: Precision | None = None) ->
 
 def part_2d(b: Bench) -> list[Row]:
     policy = b.policy
-    peer = smp.Unet("resnet34", encoder_weights=None, classes=2).to(policy.device)
     ours = policy.prepare_model(models.create("encoder_unet", 2, 3, 2, encoder="resnet34"))
     n, size = b.sizes["train2d"]
     x = torch.randn(n, 3, size, size, device=policy.device)
     y = torch.randint(0, 2, (n, size, size), device=policy.device)
-    peer_timing = b.measure(train(peer, x, y), n)
-    rows = [_row(f"2D train {n}x3x{size}²", PEER_2D, 3 * forward_gflops(peer, x.shape),
-                 peer_timing, b.measure(train(ours, x, y, policy), n))]
+    mine = b.measure(train(ours, x, y, policy), n)
+    rows = []
+    for mode_name, mode in peer_modes(b).items():
+        peer = smp.Unet("resnet34", encoder_weights=None, classes=2).to(policy.device)
+        rows.append(_row(f"2D train {n}x3x{size}²", f"{PEER_2D}, {mode_name}",
+                         3 * forward_gflops(peer, x.shape),
+                         b.measure(peer_train(peer, x, y, mode), n), mine))
     for n, size in b.sizes["infer2d"]:
         x = torch.randn(n, 3, size, size, device=policy.device)
-        peer_timing = b.measure(infer(peer, x), n)
-        rows.append(_row(f"2D infer {n}x3x{size}²", PEER_2D, forward_gflops(peer, x.shape),
-                         peer_timing, b.measure(infer(ours, x, policy), n)))
+        mine = b.measure(infer(ours, x, policy), n)
+        for mode_name, mode in peer_modes(b).items():
+            peer = smp.Unet("resnet34", encoder_weights=None, classes=2).to(policy.device)
+            gflops = forward_gflops(peer, x.shape)
+            timing, how = peer_infer(b, peer, x, mode, n)
+            rows.append(_row(f"2D infer {n}x3x{size}²", f"{PEER_2D}, {mode_name}{how}", gflops,
+                             timing, mine))
     return rows
 
 
@@ -203,15 +257,15 @@ def nnunet_plain(options: dict) -> nn.Module | str:
 
 
 def part_3d(b: Bench) -> tuple[list[Row], dict]:
-    """seglab is measured once per case; each peer gets its row against that measurement."""
+    """seglab is measured once per case; each peer in each mode gets its row against it."""
     policy, side = b.policy, b.sizes["vol"]
     # seglab's plan for a side^3 volume, the memory budget set so that the whole cube is the patch
     fp = fingerprint(3, 1, ["background", "anterior", "posterior"], (side,) * 3)
     plan = make_plan(fp, memory_budget_voxels=4 * side**3)
     options = {k: v for k, v in plan.model.items() if k != "name"}
     ours = policy.prepare_model(models.create("unet", 3, 1, 3, **options))
-    dynunet = monai_dynunet(options).to(policy.device)
-    peers = {"MONAI DynUNet fp32": dynunet, "nnU-Net PlainConvUNet fp32": nnunet_plain(options)}
+    peers = {"MONAI DynUNet": lambda: monai_dynunet(options),
+             "nnU-Net PlainConvUNet": lambda: nnunet_plain(options)}
     x = torch.randn(BATCH_3D, 1, side, side, side, device=policy.device)
     y = torch.randint(0, 3, (BATCH_3D, side, side, side), device=policy.device)
     single = torch.randn(1, 1, side, side, side, device=policy.device)
@@ -220,64 +274,81 @@ def part_3d(b: Bench) -> tuple[list[Row], dict]:
         case = f"3D {'train' if training else 'infer'} {len(inputs)}x1x{side}³"
         step = train(ours, x, y, policy) if training else infer(ours, inputs, policy)
         mine = b.measure(step, len(inputs))
-        gflops = (3 if training else 1) * forward_gflops(dynunet, inputs.shape)
-        for name, peer in peers.items():
-            if isinstance(peer, str):
-                rows.append(Row(case, f"{name}: {peer}", None, mine[0], gflops, None, mine[1]))
-                continue
-            peer = peer.to(policy.device)
-            step = train(peer, x, y) if training else infer(peer, inputs)
-            rows.append(_row(case, name, gflops, b.measure(step, len(inputs)), mine))
+        gflops = (3 if training else 1) * forward_gflops(monai_dynunet(options), inputs.shape)
+        for name, build in peers.items():
+            for mode_name, mode in peer_modes(b).items():
+                peer = build()
+                if isinstance(peer, str):
+                    rows.append(Row(case, f"{name}: {peer}", None, mine[0], gflops, None,
+                                    mine[1]))
+                    break
+                peer = peer.to(policy.device)
+                if training:
+                    timing, how = b.measure(peer_train(peer, x, y, mode), len(inputs)), ""
+                else:
+                    timing, how = peer_infer(b, peer, inputs, mode, len(inputs))
+                rows.append(_row(case, f"{name}, {mode_name}{how}", gflops, timing, mine))
     return rows, options
 
 
-def part_onnx(b: Bench, peer: Row | None) -> list[Row]:
-    """seglab's export (`export._to_onnx`, what `seglab export` writes) under ONNX Runtime, against
-    the plain PyTorch peer's row of the 2D part (measured here when that part did not run)."""
+def part_onnx(b: Bench) -> tuple[list[Row], list[str]]:
+    """seglab's export (`export._to_onnx`, what `seglab export` writes) in fp32 under ONNX
+    Runtime against the PyTorch peer in each mode; and int8 against fp32 of the same trained
+    weights on real test images (`onnx_int8_on_isbi`)."""
     size = b.sizes["infer2d"][-1][1]
     fp = fingerprint(2, 3, ["background", "foreground"], (size, size))
     plan = make_plan(fp, {"patch_size": [size, size], "model.name": "encoder_unet"})
     cpu_fp32 = Precision.choose("cpu", "fp32", "off")
     model = cpu_fp32.prepare_model(models.create("encoder_unet", 2, 3, 2, encoder="resnet34"))
     proto = export._to_onnx(model.eval(), plan)
-    if peer is None:
-        smp_peer = smp.Unet("resnet34", encoder_weights=None, classes=2).to(b.policy.device)
-        x = torch.randn(1, 3, size, size, device=b.policy.device)
-        ips, mb = b.measure(infer(smp_peer, x), 1)
-        peer = Row("", PEER_2D, ips, None, forward_gflops(smp_peer, x.shape), mb)
     on_gpu = (b.policy.device.type == "cuda"
               and "CUDAExecutionProvider" in ort.get_available_providers())
     short = "CUDA" if on_gpu else "CPU"
-    provider = f"{short}ExecutionProvider"
     x = torch.randn(1, 3, size, size, device="cuda" if on_gpu else "cpu")
+    onnx_model = export.OnnxModel(ort.InferenceSession(
+        proto.SerializeToString(), providers=[f"{short}ExecutionProvider"]))
+    mine = b.measure(lambda: onnx_model(x), 1)
     rows = []
-    for kind, data in (("fp32", proto.SerializeToString()), ("int8", int8_model(proto, plan))):
-        case = f"2D infer 1x3x{size}², ONNX Runtime {kind} ({short})"
-        if isinstance(data, str):
-            rows.append(Row(f"{case}: {data}", PEER_2D, peer.peer_ips, None, peer.gflops))
-            continue
-        onnx_model = export.OnnxModel(ort.InferenceSession(data, providers=[provider]))
-        rows.append(_row(case, PEER_2D, peer.gflops, (peer.peer_ips, peer.peer_mb),
-                         (b.measure(lambda m=onnx_model: m(x), 1)[0], None)))
-    return rows
+    for mode_name, mode in peer_modes(b).items():
+        peer = smp.Unet("resnet34", encoder_weights=None, classes=2).to(b.policy.device)
+        timing, how = peer_infer(b, peer, x.to(b.policy.device), mode, 1)
+        row = _row(f"2D infer 1x3x{size}²", f"{PEER_2D}, {mode_name}{how}",
+                   forward_gflops(peer, x.shape), timing, mine)
+        row.seglab_label = f"seglab ONNX Runtime fp32 ({short})"
+        rows.append(row)
+    return rows, onnx_int8_on_isbi()
 
 
-def int8_model(proto: onnx.ModelProto, plan) -> bytes | str:
-    """The int8 copy that `seglab export --quantize int8` would make (`export._quantize`: static
-    QDQ, U8S8, per-channel weights), calibrated on patches of random stand-in images since the
-    network's weights are random too; or why quantisation failed."""
-    rng = np.random.default_rng(0)
-    images = [Prepared(f"random{i}", rng.standard_normal((3, *plan.patch_size), dtype=np.float32),
-                       None, None, tuple(plan.patch_size)) for i in range(4)]
-    reader = export.CalibrationPatches(images, plan, count=8)
-    with tempfile.TemporaryDirectory() as folder:
-        source = Path(folder) / "fp32.onnx"
-        source.write_bytes(proto.SerializeToString())
-        try:
-            quantized, _ = export._quantize(source, Path(folder), reader)
-            return quantized.read_bytes()
-        except Exception as error:  # noqa: BLE001 - reported in the table, the benchmark goes on
-            return f"quantisation failed ({type(error).__name__}: {error})"[:160]
+def onnx_int8_on_isbi() -> list[str]:
+    """`seglab export --quantize int8` of the ISBI 2012 run of benchmarks/real_data.py, measured
+    by seglab's own report (`export.measure`) on the run's test slices: Dice of fp32 and int8
+    against the reference and against each other, and images per second of each."""
+    from seglab.run import Run
+    from seglab.run_setup import open_dataset, prepare_cases
+    from seglab.preprocess import PreparedCache
+
+    folder = ROOT / "runs" / "benchmarks" / "real_data" / "isbi2012" / "seglab"
+    if not (folder / "checkpoints").is_dir():
+        return ["- ONNX int8: no ISBI 2012 run here (benchmarks/real_data.py isbi2012 makes it)"]
+    run = Run.open(folder)
+    plan = run.plan()
+    with tempfile.TemporaryDirectory() as temporary:
+        exported = export.export_onnx(run, Path(temporary) / "isbi.onnx", quantize="int8")
+        test = prepare_cases(open_dataset(run), run.read_json("split.json")["test"], plan,
+                             PreparedCache(run.preprocessed, plan))
+        sessions = {name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                    for name, path in (("fp32", exported.path), ("int8", exported.int8_path))}
+        report = export.measure(sessions, plan, "test", test,
+                                exported.quantization.calibration_patches)
+    ratio = report.images_per_second_int8 / report.images_per_second_fp32
+    return [f"- ONNX Runtime int8 against fp32 of the same weights (`seglab export --quantize "
+            f"int8` of `{folder.relative_to(ROOT)}`, {plan.model['name']} widths "
+            f"{plan.model.get('widths')}), whole {report.cases} ISBI 2012 test slices of 512², "
+            f"CPU: {report.images_per_second_fp32:.2f} against {report.images_per_second_int8:.2f}"
+            f" images/s, int8 **{ratio:.2f}x** fp32 (each its fastest of up to "
+            f"{export.TIMING_PASSES} passes); membrane Dice {report.dice_fp32:.4f} fp32, "
+            f"{report.dice_int8:.4f} int8 ({report.dice_int8 - report.dice_fp32:+.4f}); the "
+            f"int8 masks agree with the fp32 ones at Dice {report.dice_int8_vs_fp32:.4f}"]
 
 
 def ceilings(b: Bench) -> dict[str, float]:
@@ -293,7 +364,7 @@ def ceilings(b: Bench) -> dict[str, float]:
             step = infer(conv.to(memory_format=layout), x.contiguous(memory_format=layout))
             name = ("fp32" if dtype == torch.float32 else "bf16") + (
                 " NCHW" if layout == torch.contiguous_format else " channels_last")
-            result[name] = b.measure(step, 1)[0] * flops / 1e9
+            result[name] = b.measure(step, 1)[0][1] * flops / 1e9
     for precision in ("fp32", "bf16"):
         result[precision] = max(v for k, v in result.items() if k.startswith(precision + " "))
     return result
@@ -312,31 +383,33 @@ def data_wait(b: Bench, step_s: float) -> str:
              for i in range(4)]
     sampler = PatchSampler(cases, plan, rng)
     on_cpu = Bench(Precision.choose("cpu", "fp32", "off"), b.repeats, 1, b.sizes)
-    batch_s = n / on_cpu.measure(sampler.batch, n)[0]
+    batch_s = n / on_cpu.measure(sampler.batch, n)[0][1]
     share = batch_s / (batch_s + step_s)
     return (f"- waiting for data: `PatchSampler.batch()` for {n}x3x{size}² takes "
             f"{batch_s * 1e3:.0f} ms, seglab's training step {step_s * 1e3:.0f} ms: "
             f"{100 * share:.1f}% of the training loop's time goes to drawing batches")
 
 
-def table(rows: list[Row], ceiling: dict, cuda: bool) -> str:
-    def num(value: float | None) -> str:
-        return "–" if value is None else f"{value:.3g}"
+def table(rows: list[Row], cuda: bool) -> str:
+    def rate(stat: Stat | None) -> str:
+        return "–" if stat is None else f"{stat[1]:.3g} [{stat[0]:.3g}–{stat[2]:.3g}]"
 
-    def pct(row: Row, key: str) -> str:
-        cells = ["–" if ips is None else f"{100 * ips * row.gflops / ceiling[key]:.0f}%"
-                 for ips in (row.peer_ips, row.seglab_ips)]
-        return " / ".join(cells)
+    def achieved(row: Row) -> str:
+        return " / ".join("–" if stat is None else f"{stat[1] * row.gflops:.0f}"
+                          for stat in (row.peer_ips, row.seglab_ips))
 
-    head = ["case", "peer (a)", "peer img/s", "seglab (b) img/s", "ratio (b)/(a)", "GFLOPs/img",
-            "% of fp32 ceiling (a / b)", "% of bf16 ceiling (a / b)"]
+    head = ["case", "peer (a), mode", "(a) img/s", "(b)", "(b) img/s", "(b)/(a)",
+            "GFLOP/s (a / b)"]
     head += ["peak CUDA MB (a / b)"] if cuda else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        ratio = f"{r.seglab_ips / r.peer_ips:.2f}x" if r.peer_ips and r.seglab_ips else "–"
-        cells = [r.case, r.peer, num(r.peer_ips), num(r.seglab_ips), ratio, f"{r.gflops:.1f}",
-                 pct(r, "fp32"), pct(r, "bf16")]
-        cells += [f"{num(r.peer_mb)} / {num(r.seglab_mb)}"] if cuda else []
+        ratio = (f"{r.seglab_ips[1] / r.peer_ips[1]:.2f}x" if r.peer_ips and r.seglab_ips
+                 else "–")
+        cells = [r.case, r.peer, rate(r.peer_ips), r.seglab_label, rate(r.seglab_ips), ratio,
+                 achieved(r)]
+        mb = (f"{r.peer_mb:.0f}" if r.peer_mb else "–", f"{r.seglab_mb:.0f}" if r.seglab_mb
+              else "–")
+        cells += [" / ".join(mb)] if cuda else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -350,22 +423,28 @@ def section(args: argparse.Namespace, b: Bench, rows: list[Row], ceiling: dict,
         " --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
     n, c, s = b.sizes["conv"]
     measured = ", ".join(f"{k} {v:.3g}" for k, v in ceiling.items() if " " in k)
+    gain = ceiling["bf16"] / ceiling["fp32"]
     tf32 = " (fp32 convolutions run as TF32 on CUDA, PyTorch's default)" if cuda else ""
     return "\n".join([
         f"### Speed against the peers on the {where} (`benchmarks/speed.py`)", "",
         f"- command: `{command}`",
         f"- machine: {machine()}" + (f"; {where}" if cuda else ""),
         f"- seglab's policy (`Precision.choose().describe()`): {b.policy.describe()}",
-        f"- ceilings, GFLOP/s of a 3x3 Conv2d {c}->{c} forward on {n}x{c}x{s}²: {measured}{tf32}",
-        (f"- medians of {b.repeats} repeats after {b.warmup} warm-up; the backend flags the "
-         "policy sets globally (cuDNN benchmark, TF32) hold for the peers too"),
+        f"- this machine's convolutions, GFLOP/s of a 3x3 Conv2d {c}->{c} forward on "
+        f"{n}x{c}x{s}²: {measured}{tf32}; bf16 (best layout) runs **{gain:.2f}x** fp32 (best "
+        "layout) here",
+        (f"- images per second: the median of {b.repeats} timed repeats after {b.warmup} "
+         "warm-up, [min–max]; the backend flags the policy sets globally (cuDNN benchmark, TF32) "
+         "hold for the peers too"),
         *notes, "",
-        *([table(rows, ceiling, cuda), ""] if rows else []),
-        ("(a): plain fp32 PyTorch, NCHW, AdamW + cross-entropy, `inference_mode`. (b): the same "
-         "architecture built by seglab, prepared by its default policy, trained by `TrainStep` "
-         "with Dice + cross-entropy. GFLOPs/img: PyTorch's FlopCounterMode on one forward of the "
-         "peer, x3 for a training step. % of a ceiling: GFLOPs/img x img/s against the conv "
-         "ceiling above in that precision (best layout)."), ""])
+        *([table(rows, cuda), ""] if rows else []),
+        ("(a) plain fp32: the peer's own loop in fp32, NCHW, AdamW + cross-entropy, "
+         "`inference_mode`. (a) fastest: the same loop in the layout and autocast that seglab's "
+         "policy picks for this device, and for inference torch.compile where it beat eager "
+         "(the row says). (b): the same architecture built by seglab, prepared by its default "
+         "policy, trained by `TrainStep` with Dice + cross-entropy. GFLOP/s: PyTorch's "
+         "FlopCounterMode on one forward of the peer (x3 for a training step) times the median "
+         "images per second."), ""])
 
 
 def main() -> None:
@@ -388,18 +467,18 @@ def main() -> None:
     print("ceilings, GFLOP/s:", {k: round(v) for k, v in ceiling.items()}, flush=True)
     rows: list[Row] = []
     notes: list[str] = []
-    peer_2d = None
     if "2d" in parts:
         rows += part_2d(b)
-        peer_2d = rows[-1]  # the largest inference case, the one the ONNX rows repeat
-        notes.append(data_wait(b, sizes["train2d"][0] / rows[0].seglab_ips))
+        notes.append(data_wait(b, sizes["train2d"][0] / rows[0].seglab_ips[1]))
     if "3d" in parts:
         rows_3d, options = part_3d(b)
         rows += rows_3d
         notes.append(f"- 3D topology (seglab's plan for a {sizes['vol']}³ volume): "
                      + ", ".join(f"{k} {options[k]}" for k in ("widths", "kernels", "strides")))
     if "onnx" in parts:
-        rows += part_onnx(b, peer_2d)
+        rows_onnx, int8 = part_onnx(b)
+        rows += rows_onnx
+        notes += int8
     text = section(args, b, rows, ceiling, notes)
     print("\n" + text)
     if not args.quick and not args.only:
