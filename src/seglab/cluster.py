@@ -25,9 +25,9 @@ from seglab.data.sequences import input_frames, read_frames
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.infer import load_model, postprocessing_steps, write_predictions
-from seglab.infer_inputs import attach_rois, check_inputs, expand_inputs, with_tta
+from seglab.infer_inputs import (attach_rois, check_inputs, expand_inputs, roi_dataset,
+                                 with_tta)
 from seglab.run import Run
-from seglab.run_setup import open_dataset
 
 SHARD_SIZE = 8
 _LOADED: dict[tuple, tuple] = {}  # per worker process: the model, plan and steps of a run
@@ -91,7 +91,7 @@ def _loaded(run_path: str, options: dict[str, Any]) -> tuple:
         run = Run.open(run_path)
         precision = Precision.choose(options["device"], options["precision"], options["compile"])
         plan = with_tta(run.plan(), options["tta"])
-        dataset = open_dataset(run) if plan.roi_rule == "file" and not options.get("roi") else None
+        dataset = roi_dataset(run, plan, options.get("roi"))
         _LOADED[key] = (load_model(run, precision), plan, postprocessing_steps(run), precision,
                         dataset)
     return _LOADED[key]

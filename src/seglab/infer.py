@@ -22,7 +22,7 @@ from seglab.data.layouts import IGNORE_INDEX
 from seglab.data.loading import load_case
 from seglab.device import Precision
 from seglab.plan import Plan
-from seglab.infer_inputs import stream_inputs, with_tta
+from seglab.infer_inputs import roi_dataset, stream_inputs, with_tta
 from seglab.preprocess import network_image, resize
 from seglab.run import Run, load_checkpoint
 from seglab.run_setup import open_dataset
@@ -105,11 +105,10 @@ def predict_case(model: torch.nn.Module, case: Case, plan: Plan, precision: Prec
     if probabilities or tuple(image.shape[1:]) != tuple(case.shape):
         probs = resize(sliding_window_predict(model, image, plan, precision).numpy(),
                        case.shape, "linear")
-        return _mask_in_case(torch.from_numpy(probs).argmax(0).to(torch.uint8).numpy(), case,
-                             steps), probs
+        return _mask_in_case(_class_map(torch.from_numpy(probs)), case, steps), probs
     mask = np.empty(case.shape, np.uint8)
     for rows, probs in probability_strips(model, image, plan, precision):
-        mask[rows] = probs[0].argmax(0).to(torch.uint8).numpy()
+        mask[rows] = _class_map(probs[0])
     return _mask_in_case(mask, case, steps), None
 
 
@@ -128,7 +127,12 @@ def predict_case_uncertainty(model: torch.nn.Module, case: Case, plan: Plan,
     probs = resize(passes.mean(), case.shape, "linear")
     maps = {name: resize(value[None], case.shape, "linear")[0]
             for name, value in passes.maps().items()}
-    return _mask_in_case(probs.argmax(axis=0).astype(np.uint8), case, steps), probs, maps
+    return _mask_in_case(_class_map(torch.from_numpy(probs)), case, steps), probs, maps
+
+
+def _class_map(probs: torch.Tensor) -> np.ndarray:
+    """Class indices (uint8) of probabilities (K, *spatial): the first of tied classes."""
+    return probs.argmax(0).to(torch.uint8).numpy()
 
 
 def _mask_in_case(mask: np.ndarray, case: Case, steps: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -212,8 +216,7 @@ def predict_files(run: Run, inputs: list[str | Path], out: Path, probabilities: 
     inputs are read ahead while the model loads and predicts (`stream_inputs`)."""
     precision = precision or Precision.choose()
     plan = with_tta(run.plan(), tta)
-    dataset = open_dataset(run) if plan.roi_rule == "file" and roi is None else None
-    cases = stream_inputs(inputs, plan, Path(roi) if roi else None, dataset)
+    cases = stream_inputs(inputs, plan, Path(roi) if roi else None, roi_dataset(run, plan, roi))
     model = load_model(run, precision)
     return write_predictions(model, plan, cases, out, probabilities, precision,
                              postprocessing_steps(run), measure, uncertainty)

@@ -62,9 +62,14 @@ def run_inputs(run: Run, inputs: list[str | Path], tta: str = "plan",
     """The run's plan (with `tta`) and every input read, checked and given its ROI."""
     plan = with_tta(run.plan(), tta)
     cases = read_inputs(inputs, plan)
-    dataset = open_dataset(run) if plan.roi_rule == "file" and roi is None else None
-    attach_rois(cases, plan, Path(roi) if roi else None, dataset)
+    attach_rois(cases, plan, Path(roi) if roi else None, roi_dataset(run, plan, roi))
     return plan, cases
+
+
+def roi_dataset(run: Run, plan: Plan, roi: str | Path | None) -> Dataset | None:
+    """The run's dataset where `attach_rois` needs it: a run trained inside ROI files, predicted
+    without a --roi folder, finds its own cases' ROI files there."""
+    return open_dataset(run) if plan.roi_rule == "file" and not roi else None
 
 
 def read_inputs(inputs: list[str | Path], plan: Plan) -> list[Case]:

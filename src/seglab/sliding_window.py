@@ -9,8 +9,8 @@ whole output and its count map before the first window (an 8000 x 8000 image wit
 order along the first spatial axis and summed into an accumulator one window deep along it; the
 rows that no later window reaches are divided by their weights and handed on at once. Memory
 grows with the window and the image's other axes, not with its length, and the caller can turn
-each strip into mask rows before the next is computed. No library offers that, hence these 100
-lines.
+each strip into mask rows before the next is computed. No library offers that, hence this
+module.
 
 Mirroring test-time augmentation is applied per window, as nnU-Net does: each batch of windows
 also goes through the network flipped along each mirror axis, and the flipped outputs are flipped
