@@ -52,6 +52,17 @@ def test_ct_gets_clipping_and_dataset_zscore_other_modalities_per_image() -> Non
     assert make_plan(_fingerprint(2, [40, 40], [1.0, 1.0])).normalization == {"scheme": "zscore"}
 
 
+def test_colour_microscopy_alone_gets_stain_and_polarity_augmentation() -> None:
+    def colour_augmentation(modality: str, channels: int) -> list[float]:
+        plan = make_plan(_fingerprint(2, [64, 64], [1.0, 1.0], modality, channels=channels))
+        return [plan.augmentation[f"{name}_probability"]
+                for name in ("channel_shuffle", "grayscale", "invert")]
+
+    assert all(p > 0 for p in colour_augmentation("microscopy", 3))
+    assert colour_augmentation("microscopy", 1) == [0.0, 0.0, 0.0]  # EM: one polarity
+    assert colour_augmentation("photo", 3) == [0.0, 0.0, 0.0]  # a red car stays red
+
+
 def test_dotted_overrides_reach_nested_fields_and_unknown_fields_are_refused() -> None:
     plan = make_plan(_fingerprint(2, [64, 64], [1.0, 1.0]), {"epochs": 3, "optimizer.lr": 0.5})
     assert plan.epochs == 3 and plan.optimizer["lr"] == 0.5

@@ -84,3 +84,21 @@ def test_intensity_augmentation_with_zero_probabilities_changes_nothing() -> Non
     noisy = augment_intensity(images, dict(NO_AUGMENTATION, noise_probability=1.0),
                               np.random.default_rng(0))
     assert not torch.equal(noisy, images)
+
+
+def test_colour_augmentation_shuffles_greys_and_inverts_whole_samples() -> None:
+    images = torch.arange(3.0).view(1, 3, 1, 1).expand(6, 3, 4, 4).contiguous()
+    rng = np.random.default_rng(0)
+    shuffled = augment_intensity(images, dict(NO_AUGMENTATION, channel_shuffle_probability=1.0),
+                                 rng)
+    orders = {tuple(int(v) for v in sample[:, 0, 0]) for sample in shuffled}
+    assert all(sorted(order) == [0, 1, 2] for order in orders) and len(orders) > 1
+    assert torch.equal(shuffled, shuffled[:, :, :1, :1].expand_as(shuffled))  # whole channels move
+    grey = augment_intensity(images, dict(NO_AUGMENTATION, grayscale_probability=1.0), rng)
+    assert torch.equal(grey, torch.ones_like(images))  # the mean of 0, 1, 2 in every channel
+    inverted = augment_intensity(images, dict(NO_AUGMENTATION, invert_probability=1.0), rng)
+    assert torch.equal(inverted, -images)
+    one_channel = torch.randn(4, 1, 8, 8)
+    kept = augment_intensity(one_channel, dict(NO_AUGMENTATION, channel_shuffle_probability=1.0,
+                                               grayscale_probability=1.0), rng)
+    assert torch.equal(kept, one_channel)

@@ -313,8 +313,10 @@ PLAN = section({
         "noise_probability": PROBABILITY, "brightness_probability": PROBABILITY,
         "contrast_probability": PROBABILITY, "gamma_probability": PROBABILITY,
         "elastic_probability": PROBABILITY, "elastic_spacing": COUNT,
-        "elastic_magnitude": number(min=0)},
-        optional=("elastic_probability", "elastic_spacing", "elastic_magnitude")),
+        "elastic_magnitude": number(min=0), "channel_shuffle_probability": PROBABILITY,
+        "grayscale_probability": PROBABILITY, "invert_probability": PROBABILITY},
+        optional=("elastic_probability", "elastic_spacing", "elastic_magnitude",
+                  "channel_shuffle_probability", "grayscale_probability", "invert_probability")),
     "inference": section({
         "overlap": FRACTION, "blend": choice("gaussian", "constant"), "batch_size": COUNT,
         "mirror_axes": list_of(AXIS), "tta_reason": STRING}, optional=("tta_reason",)),

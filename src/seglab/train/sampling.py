@@ -10,6 +10,7 @@ Intensity augmentations are vectorised over the batch (nnU-Net's defaults for pr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -197,4 +198,25 @@ def augment_intensity(images: torch.Tensor, aug: dict, rng: np.random.Generator)
     low = images.amin(dim=dims, keepdim=True)
     span = images.amax(dim=dims, keepdim=True) - low + 1e-7
     gamma = ((images - low) / span) ** uniform(0.7, 1.5) * span + low
-    return torch.where(chosen(aug["gamma_probability"]), gamma, images)
+    images = torch.where(chosen(aug["gamma_probability"]), gamma, images)
+    return augment_colour(images, aug, rng, chosen)
+
+
+def augment_colour(images: torch.Tensor, aug: dict, rng: np.random.Generator,
+                   chosen: Callable[[float], torch.Tensor]) -> torch.Tensor:
+    """The stain and imaging changes of colour microscopy, each per sample with its own
+    probability (0 where the plan has none): the channels shuffled, replaced by their mean (grey),
+    and the (normalised) intensities negated, which turns bright-field images into dark-field
+    ones and back, so that stains and imaging modes rare in the training images borrow from the
+    common ones."""
+    if images.shape[1] > 1 and aug.get("channel_shuffle_probability", 0.0):
+        order = torch.from_numpy(np.argsort(rng.random(images.shape[:2]), axis=1))
+        index = order.view(*order.shape, *(1,) * (images.dim() - 2)).expand_as(images)
+        images = torch.where(chosen(aug["channel_shuffle_probability"]),
+                             images.gather(1, index), images)
+    if images.shape[1] > 1 and aug.get("grayscale_probability", 0.0):
+        grey = images.mean(dim=1, keepdim=True).expand_as(images)
+        images = torch.where(chosen(aug["grayscale_probability"]), grey, images)
+    if aug.get("invert_probability", 0.0):
+        images = torch.where(chosen(aug["invert_probability"]), -images, images)
+    return images
