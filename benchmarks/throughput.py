@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -234,13 +235,14 @@ def plan_summary(run: Path) -> str:
 class NnUNet:
     """nnU-Net v2 driven through its own command-line tools, in a folder of its own."""
 
-    def __init__(self, folder: Path, dataset_id: int, name: str, config: str):
+    def __init__(self, folder: Path, dataset_id: int, name: str, config: str,
+                 trainer: str = "nnUNetTrainer_1epoch"):
         self.folder, self.id, self.config = folder, dataset_id, config
         self.dataset = f"Dataset{dataset_id}_{name}"
         self.env = {**os.environ, "nnUNet_raw": str(folder / "raw"),
                     "nnUNet_preprocessed": str(folder / "preprocessed"),
                     "nnUNet_results": str(folder / "results")}
-        self.trainer = "nnUNetTrainer_1epoch"
+        self.trainer = trainer
         self.model = (folder / "results" / self.dataset /
                       f"{self.trainer}__nnUNetPlans__{config}")
 
@@ -264,10 +266,11 @@ class NnUNet:
         self.tool("nnUNetv2_train", str(self.id), self.config, "0", "-tr", self.trainer,
                   "-device", "cpu")
 
-    def predict_command(self, inputs: Path, out: Path) -> list[str]:
+    def predict_command(self, inputs: Path, out: Path,
+                        checkpoint: str = "checkpoint_final.pth") -> list[str]:
         return ["nnUNetv2_predict", "-i", str(inputs), "-o", str(out), "-d", str(self.id),
-                "-c", self.config, "-f", "0", "-tr", self.trainer, "-chk",
-                "checkpoint_final.pth", "-device", "cpu"]
+                "-c", self.config, "-f", "0", "-tr", self.trainer, "-chk", checkpoint,
+                "-device", "cpu"]
 
     def parameters(self) -> int:
         import torch
@@ -297,9 +300,10 @@ def match_network(config: dict, run: Path) -> None:
     config["batch_size"] = plan.batch_size
 
 
-def write_raw_dataset(raw: Path, name: str) -> None:
-    """nnU-Net's raw layout of the dataset's training cases: links to the shared volumes, or the
-    ISBI slices with their labels as 0/1 PNGs (nnU-Net wants consecutive label values)."""
+def write_raw_dataset(raw: Path, name: str, exclude: Collection[str] = ()) -> None:
+    """nnU-Net's raw layout of the dataset's training cases but those in `exclude` (seglab's case
+    ids): links to the shared volumes, or the ISBI slices with their labels as 0/1 PNGs (nnU-Net
+    wants consecutive label values)."""
     shutil.rmtree(raw, ignore_errors=True)
     (raw / "imagesTr").mkdir(parents=True)
     (raw / "labelsTr").mkdir()
@@ -308,6 +312,8 @@ def write_raw_dataset(raw: Path, name: str) -> None:
 
         source = SHARED / "ISBI2012_membrane" / "train"
         for path in sorted((source / "image").glob("*.png")):
+            if path.stem in exclude:
+                continue
             shutil.copy(path, raw / "imagesTr" / f"em_{int(path.stem):03d}_0000.png")
             label = np.asarray(Image.open(source / "label" / path.name)) == 0  # membrane
             Image.fromarray(label.astype(np.uint8)).save(
@@ -317,6 +323,8 @@ def write_raw_dataset(raw: Path, name: str) -> None:
         source = SHARED / "MSD_Task04_Hippocampus" / "TrainingSet"
         for path in sorted((source / "images").glob("*.nii.gz")):
             case_id = path.name[:-len(".nii.gz")]
+            if case_id in exclude:
+                continue
             (raw / "imagesTr" / f"{case_id}_0000.nii.gz").symlink_to(path)
             (raw / "labelsTr" / path.name).symlink_to(source / "labels" / path.name)
         channels = {"0": "MRI"}

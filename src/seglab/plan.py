@@ -296,6 +296,7 @@ def _augmentation(fp: Fingerprint, spacing: np.ndarray) -> dict[str, Any]:
     anisotropic = dims == 3 and spacing.max() > 3 * spacing.min()
     # Colour microscopy: stains differ between labs and bright-field images mix with fluorescence
     # ones (DSB2018: 10% of the training images are H&E-stained tissue, 29% of the test images).
+    # Measured on DSB2018 in 30 minutes: DSB score 0.517 against 0.510 without (within noise).
     stains = fp.modality.lower() == "microscopy" and fp.channels > 1
     return {
         "flip_axes": list(range(dims)),
