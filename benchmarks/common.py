@@ -100,17 +100,24 @@ def arm_row(folder: Path, score: Callable[[dict], tuple[float, str]]) -> dict[st
 
 def plot_validation(title: str, rows: dict[str, dict], path: Path) -> None:
     """Each arm's validation Dice against its training minutes, in one figure."""
+    plot_curves(title, {label: [(r["elapsed_s"] / 60, r["mean_dice"]) for r in entry["log"]]
+                        for label, entry in rows.items()},
+                "training minutes", "validation Dice", path, markersize=3)
+
+
+def plot_curves(title: str, curves: dict[str, list[tuple[float, float]]], xlabel: str,
+                ylabel: str, path: Path, markersize: float = 6) -> None:
+    """One line of (x, y) points per label, in one figure written to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, entry in rows.items():
-        points = [(r["elapsed_s"] / 60, r["mean_dice"]) for r in entry["log"]]
-        ax.plot(*zip(*points), marker="o", markersize=3, label=label)
-    ax.set_xlabel("training minutes")
-    ax.set_ylabel("validation Dice")
+    for label, points in curves.items():
+        ax.plot(*zip(*points), marker="o", markersize=markersize, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

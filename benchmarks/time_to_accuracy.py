@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, machine, write_section
+from common import ROOT, machine, plot_curves, write_section
 from throughput import NnUNet, write_raw_dataset
 
 from seglab.data.io import read_label
@@ -243,29 +243,12 @@ def section(results: dict[str, dict], marks: tuple[float, ...]) -> str:
                 else f"not within {last} | – |"))
         lines += ["", f"![test Dice against minutes](benchmarks/figures/"
                       f"time_to_accuracy_{name}.png)", ""]
-        plot(name, rows, ROOT / "benchmarks" / "figures" / f"time_to_accuracy_{name}.png")
+        plot_curves(f"{name}: test Dice against minutes",
+                    {tool: [(row["minutes"][m], d) for m, d in row["dice"].items()]
+                     for tool, row in rows.items()},
+                    "wall-clock minutes since the tool's first command", "test Dice",
+                    ROOT / "benchmarks" / "figures" / f"time_to_accuracy_{name}.png")
     return "\n".join(lines)
-
-
-def plot(name: str, rows: dict[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for tool, row in rows.items():
-        ax.plot([row["minutes"][m] for m in row["dice"]], list(row["dice"].values()),
-                marker="o", label=tool)
-    ax.set_xlabel("wall-clock minutes since the tool's first command")
-    ax.set_ylabel("test Dice")
-    ax.set_title(f"{name}: test Dice against minutes", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
