@@ -64,6 +64,12 @@ def main() -> None:
     print(text)
     if not args.quick:
         write_section("time_to_accuracy", "time_to_accuracy", text)
+        for name, rows in results.items():
+            plot_curves(f"{name}: test Dice against minutes",
+                        {tool: [(row["minutes"][m], d) for m, d in row["dice"].items()]
+                         for tool, row in rows.items()},
+                        "wall-clock minutes since the tool's first command", "test Dice",
+                        ROOT / "benchmarks" / "figures" / f"time_to_accuracy_{name}.png")
 
 
 def measure(name: str, marks: tuple[float, ...]) -> dict[str, dict]:
@@ -243,11 +249,6 @@ def section(results: dict[str, dict], marks: tuple[float, ...]) -> str:
                 else f"not within {last} | – |"))
         lines += ["", f"![test Dice against minutes](benchmarks/figures/"
                       f"time_to_accuracy_{name}.png)", ""]
-        plot_curves(f"{name}: test Dice against minutes",
-                    {tool: [(row["minutes"][m], d) for m, d in row["dice"].items()]
-                     for tool, row in rows.items()},
-                    "wall-clock minutes since the tool's first command", "test Dice",
-                    ROOT / "benchmarks" / "figures" / f"time_to_accuracy_{name}.png")
     return "\n".join(lines)
 
 
