@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import torch
 from nnunetv2.run.run_training import get_trainer_from_args
 
@@ -66,9 +67,11 @@ def main() -> None:
     try:
         trainer.run_training()
     except Finished:
-        pass
+        trainer.on_train_end()  # nnU-Net's own ending: final checkpoint, data loaders shut down
+    for worker in psutil.Process().children(recursive=True):  # none should be left; if one is,
+        worker.kill()  # it would take CPU from the tools measured after this one
     sys.stdout.flush()
-    os._exit(0)  # its augmentation worker processes would keep a normal exit waiting
+    os._exit(0)
 
 
 if __name__ == "__main__":
