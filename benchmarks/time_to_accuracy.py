@@ -101,9 +101,11 @@ def split_of(name: str) -> dict[str, list[str]]:
 
 
 def test_inputs(name: str, dataset: Dataset) -> Path:
-    """The test images, linked as nnU-Net names its inputs (CASE_0000.ext)."""
+    """The test images, linked as nnU-Net names its inputs (CASE_0000.ext), made by the first
+    arm that asks (the split is fixed)."""
     folder = WORK / name / "test_inputs"
-    shutil.rmtree(folder, ignore_errors=True)
+    if folder.is_dir():
+        return folder
     folder.mkdir(parents=True)
     test = set(split_of(name)["test"])
     for ref in dataset.cases:
@@ -117,14 +119,21 @@ def test_inputs(name: str, dataset: Dataset) -> Path:
 def score(name: str, dataset: Dataset, read) -> float:
     """Mean over the test cases of the mean foreground Dice; `read(case_id)` gives the
     predicted class indices."""
-    refs = {ref.case_id: ref for ref in dataset.cases}
-    dice = []
-    for case_id in split_of(name)["test"]:
-        case = load_case(dataset, refs[case_id])
-        dice.append(float(np.mean(foreground_dice(read(case_id), case.label,
-                                                  len(dataset.classes), case.roi,
-                                                  IGNORE_INDEX))))
-    return float(np.mean(dice))
+    return float(np.mean([
+        np.mean(foreground_dice(read(case.case_id), case.label, len(dataset.classes), case.roi,
+                                IGNORE_INDEX))
+        for case in _test_cases(name, dataset)]))
+
+
+_TEST_CASES: dict[str, list] = {}  # per dataset: its test cases, read once for every snapshot
+
+
+def _test_cases(name: str, dataset: Dataset) -> list:
+    if name not in _TEST_CASES:
+        refs = {ref.case_id: ref for ref in dataset.cases}
+        _TEST_CASES[name] = [load_case(dataset, refs[case_id])
+                             for case_id in split_of(name)["test"]]
+    return _TEST_CASES[name]
 
 
 def seglab_arm(name: str, dataset: Dataset, folder: Path, marks: tuple[float, ...]) -> dict:

@@ -33,7 +33,7 @@ MIN_FEATURE_SIZE = 4
 ENCODER_STRIDE = 32  # the output stride of the encoder models' timm backbones
 MAX_POOLINGS = 6
 ANISOTROPY_RATIO = 2.0
-COLOUR_PROBABILITY = 0.3  # each colour augmentation of colour microscopy (channel shuffle, grey, inversion)
+COLOUR_PROBABILITY = 0.3  # of each colour-microscopy augmentation: channel shuffle, grey, inversion
 
 # Fine-tuning: `init_from` is a run folder or a checkpoint whose matching weights start training;
 # the encoder (where the model has one) stays frozen for the first `freeze_encoder_epochs`.
