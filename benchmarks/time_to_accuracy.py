@@ -19,7 +19,8 @@ stands then, is kept; afterwards each is predicted on the test cases by the tool
 `sliding_window_inference`) and scored by one Dice (`seglab.metrics.foreground_dice`: the mean
 over the foreground classes, then over the test cases). Each tool's result is kept in
 WORK/NAME/results.json with the machine it ran on, so an interrupted run resumes on the same
-machine; the section is written when every tool of every dataset asked for is measured.
+machine; each dataset's section of BENCHMARKS.md is written when its three tools are measured
+(one dataset takes about 100 minutes, so each may be run on its own, its machine named).
 """
 
 from __future__ import annotations
@@ -59,12 +60,12 @@ def main() -> None:
                         help="marks at 1 and 2 minutes; BENCHMARKS.md untouched")
     args = parser.parse_args()
     marks = (1.0, 2.0) if args.quick else MARKS
-    results = {name: measure(name, marks) for name in args.names or DATASETS}
-    text = section(results, marks)
-    print(text)
-    if not args.quick:
-        write_section("time_to_accuracy", "time_to_accuracy", text)
-        for name, rows in results.items():
+    for name in args.names or DATASETS:
+        rows = measure(name, marks)
+        text = section(name, rows, marks)
+        print(text)
+        if not args.quick:
+            write_section("time_to_accuracy", name, text)
             plot_curves(f"{name}: test Dice against minutes",
                         {tool: [(row["minutes"][m], d) for m, d in row["dice"].items()]
                          for tool, row in rows.items()},
@@ -232,32 +233,30 @@ def reached(row: dict, target: float) -> float | None:
                 None)
 
 
-def section(results: dict[str, dict], marks: tuple[float, ...]) -> str:
+def section(name: str, rows: dict[str, dict], marks: tuple[float, ...]) -> str:
     last = f"{max(marks):g}"
-    lines = ["## Time to accuracy: seglab, nnU-Net v2 and MONAI's tutorial loop on one CPU", "",
-             "- command: `uv run --group bench python benchmarks/time_to_accuracy.py`",
-             f"- machine: {machine()}",
+    target = rows["nnU-Net"]["dice"][last]
+    nnunet_minutes = rows["nnU-Net"]["minutes"][last]
+    lines = [f"## Time to accuracy on {name}: seglab, nnU-Net v2 and MONAI's tutorial loop on "
+             "one CPU", "",
+             f"- command: `uv run --group bench python benchmarks/time_to_accuracy.py {name}`",
+             f"- machine: {rows['seglab']['machine']}",
              "- how: see the script's docstring. Each cell: the mean foreground test Dice of the "
              "tool's best checkpoint (by its own validation) at the first epoch end past the "
              "mark, and in brackets the minute that epoch ended (wall clock since the tool's "
-             "first command)", ""]
-    for name, rows in results.items():
-        target = rows["nnU-Net"]["dice"][last]
-        nnunet_minutes = rows["nnU-Net"]["minutes"][last]
-        lines += [f"### {name}", "",
-                  "| tool | " + " | ".join(f"{m:g} min" for m in marks)
-                  + f" | minutes to nnU-Net's {last}-minute Dice ({target:.4f}) | share of "
-                  "nnU-Net's time |",
-                  "|---|" + "---|" * (len(marks) + 2)]
-        for tool, row in rows.items():
-            minutes = reached(row, target)
-            cells = [f"{row['dice'][f'{m:g}']:.4f} ({row['minutes'][f'{m:g}']:.1f})"
-                     for m in marks]
-            lines.append(f"| {tool} | " + " | ".join(cells) + " | " + (
-                f"{minutes:.1f} | {minutes / nnunet_minutes:.2f} |" if minutes is not None
-                else f"not within {last} | – |"))
-        lines += ["", f"![test Dice against minutes](benchmarks/figures/"
-                      f"time_to_accuracy_{name}.png)", ""]
+             "first command)", "",
+             "| tool | " + " | ".join(f"{m:g} min" for m in marks)
+             + f" | minutes to nnU-Net's {last}-minute Dice ({target:.4f}) | share of "
+             "nnU-Net's time |",
+             "|---|" + "---|" * (len(marks) + 2)]
+    for tool, row in rows.items():
+        minutes = reached(row, target)
+        cells = [f"{row['dice'][f'{m:g}']:.4f} ({row['minutes'][f'{m:g}']:.1f})" for m in marks]
+        lines.append(f"| {tool} | " + " | ".join(cells) + " | " + (
+            f"{minutes:.1f} | {minutes / nnunet_minutes:.2f} |" if minutes is not None
+            else f"not within {last} | – |"))
+    lines += ["", f"![test Dice against minutes](benchmarks/figures/time_to_accuracy_{name}.png)",
+              ""]
     return "\n".join(lines)
 
 
