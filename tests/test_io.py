@@ -236,6 +236,30 @@ def test_value_map_is_applied_before_writing(tmp_path: Path) -> None:
     assert np.array_equal(read_label(out), mask * 255)
 
 
+def test_value_map_keeps_unnamed_classes_and_widens_only_as_needed(tmp_path: Path) -> None:
+    like = read_image(_saved_grey(tmp_path))
+    mask = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+    assert io._mask_array(mask, like, {0: 255, 1: 0}).tolist() == [[255, 0, 2], [2, 0, 255]]
+    assert io._mask_array(mask, like, {0: 255, 1: 0}).dtype == np.uint8
+    assert io._mask_array(mask, like, {2: 300}).dtype == np.uint16
+    assert io._mask_array(mask == 1, like, {1: 7}).tolist() == [[0, 7, 0], [0, 7, 0]]
+    with pytest.raises(ValueError, match="16 bits"):
+        io._mask_array(mask, like, {1: 70000})
+
+
+def _saved_grey(tmp_path: Path) -> Path:
+    Image.fromarray(np.zeros((2, 3), np.uint8)).save(tmp_path / "like.png")
+    return tmp_path / "like.png"
+
+
+def test_integer_images_keep_their_stored_type_only_when_asked(tmp_path: Path) -> None:
+    Image.fromarray(_grey()).save(tmp_path / "a.png")
+    kept = read_image(tmp_path / "a.png", keep_integers=True)
+    converted = read_image(tmp_path / "a.png")
+    assert kept.image.dtype == np.uint8 and converted.image.dtype == np.float32
+    assert np.array_equal(kept.image, converted.image)
+
+
 def test_mask_values_above_255_give_a_16_bit_png(tmp_path: Path) -> None:
     Image.fromarray(_grey(2, 2)).save(tmp_path / "a.png")
     mask = np.array([[0, 300], [1, 2]])

@@ -95,3 +95,11 @@ def test_a_normalised_view_gives_the_windows_of_the_normalised_image() -> None:
         np.testing.assert_array_equal(NormalizedView(image, plan, inside)[window], whole[window])
     plan.normalization = {"scheme": "ct", "channels": [{"clip": [0, 5], "mean": 2, "std": 4}] * 2}
     np.testing.assert_allclose(normalize(image, plan), (np.clip(image, 0, 5) - 2) / 4)
+
+
+def test_a_normalised_view_of_stored_integers_equals_that_of_their_floats() -> None:
+    image = np.random.default_rng(4).integers(0, 256, size=(1, 40, 30), dtype=np.uint8)
+    plan = small_plan((8, 8))
+    window = (slice(None), slice(5, 21), slice(2, 18))
+    np.testing.assert_array_equal(NormalizedView(image, plan)[window],
+                                  NormalizedView(image.astype(np.float32), plan)[window])

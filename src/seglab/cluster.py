@@ -75,7 +75,7 @@ def predict_shard(run_path: str, stacks: list[list[str]], out: str,
     written: list[Path] = []
     read: dict[Path, Any] = {}  # a frame is read once, however many neighbours stack it
     for files in stacks:
-        case = read_frames([Path(f) for f in files], read)
+        case = read_frames([Path(f) for f in files], read, keep_integers=True)
         if mask_path(case, Path(out)).exists():
             continue
         check_inputs([case], plan)

@@ -139,7 +139,7 @@ def stream_inputs(inputs: list[str | Path], plan: Plan, roi_folder: Path | None 
     recent = _RecentFiles(2 * plan.temporal["context"] + 1)
 
     def read(files: list[Path]) -> Case:
-        case = read_frames(files, recent)
+        case = read_frames(files, recent, keep_integers=True)
         check_inputs([case], plan)
         attach_rois([case], plan, roi_folder, dataset)
         return case

@@ -56,7 +56,7 @@ class NormalizedView:
             self.affines = [(None, *_mean_and_std(channel, inside)) for channel in image]
 
     def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
-        part = self.image[index]
+        part = self.image[index].astype(np.float32, copy=False)  # integers as read_image's floats
         out = np.empty(part.shape, dtype=np.float32)
         for c, (clip, mean, std) in enumerate(self.affines[index[0]]):
             values = part[c] if clip is None else np.clip(part[c], *clip)

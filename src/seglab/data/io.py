@@ -54,8 +54,10 @@ def suffix_of(path: Path | str) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
-def read_image(path: Path, case_id: str | None = None) -> Case:
-    """Read an image or volume as a float32 `Case` (C, *spatial) with its spacing and geometry."""
+def read_image(path: Path, case_id: str | None = None, keep_integers: bool = False) -> Case:
+    """Read an image or volume as a float32 `Case` (C, *spatial) with its spacing and geometry;
+    with `keep_integers`, integer pixels keep their stored type (for inference, which converts
+    window by window: an 8000² uint8 image is 64 MB, 256 MB in float32)."""
     path = Path(path)
     array, spacing, meta = _read(path, label=False)
     if array.dtype.kind in "fc":
@@ -63,7 +65,9 @@ def read_image(path: Path, case_id: str | None = None) -> Case:
         if bad:
             raise SeglabError(f"{path}: {bad} of {array.size} values are NaN or infinite")
     case_id = case_id or _stem(path, meta["format"])
-    return Case(case_id, array.astype(np.float32), spacing, meta=meta)
+    if not (keep_integers and array.dtype.kind in "iu"):
+        array = array.astype(np.float32)
+    return Case(case_id, array, spacing, meta=meta)
 
 
 def read_label(path: Path) -> np.ndarray:
@@ -363,15 +367,23 @@ def _mask_array(mask: np.ndarray, like: Case, value_map: dict[int, int] | None) 
         raise ValueError(f"a mask must hold integers, not {mask.dtype}")
     if mask.shape != like.shape:
         raise ValueError(f"mask shape {mask.shape} does not match the image's shape {like.shape}")
-    if value_map:
-        mapped = mask.astype(np.int64)
-        for index, value in value_map.items():
-            mapped[mask == index] = value
-        mask = mapped
+    if value_map and mask.size:
+        mask = _mapped(mask.view(np.uint8) if mask.dtype == bool else mask, value_map)
     low, high = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
     if low < 0 or high > 65535:
         raise ValueError(f"mask values {low}..{high} do not fit in 16 bits")
-    return mask.astype(np.uint8 if high <= 255 else np.uint16)
+    return mask.astype(np.uint8 if high <= 255 else np.uint16, copy=False)
+
+
+def _mapped(mask: np.ndarray, value_map: dict[int, int]) -> np.ndarray:
+    """`mask` through `value_map`, by a lookup table in the stored type: no wider copy of the
+    mask (an 8000² mask is 64 MB as uint8, 512 MB in int64)."""
+    low = int(mask.min())
+    table = np.arange(max(int(mask.max()), *value_map) + 1, dtype=np.int64)
+    table[list(value_map)] = list(value_map.values())
+    if low < 0 or table.min() < 0 or table.max() > 65535:
+        raise ValueError(f"mask values mapped by {value_map} do not fit in 16 bits")
+    return table.astype(np.uint8 if table.max() <= 255 else np.uint16)[mask]
 
 
 def _write_tiff(array: np.ndarray, like: Case, tmp: Path) -> None:

@@ -138,7 +138,7 @@ def field_of_view(image: np.ndarray) -> np.ndarray:
     Rule: the channel-mean intensity above 10% of its 99th percentile, lightly smoothed; the
     largest connected component with its holes filled; eroded by 2 pixels to drop the rim.
     """
-    mean = image.mean(axis=0)
+    mean = image.mean(axis=0, dtype=np.float32)  # the same for stored integers as for floats
     smooth = ndimage.uniform_filter(mean, size=5)
     inside = smooth > 0.10 * np.percentile(smooth, 99)
     components, count = ndimage.label(inside)

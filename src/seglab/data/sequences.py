@@ -129,13 +129,14 @@ def input_frames(paths: list[Path], context: int, pattern: str) -> list[list[Pat
     return [[folders[p.parent][name] for name in stacks[p.parent][_stem(p)]] for p in paths]
 
 
-def read_frames(files: list[Path], read: dict[Path, Case] | None = None) -> Case:
+def read_frames(files: list[Path], read: dict[Path, Case] | None = None,
+                keep_integers: bool = False) -> Case:
     """The first file read as a case, with the other files' channels stacked after its own
-    (`read`: files already read, shared between calls)."""
+    (`read`: files already read, shared between calls; `keep_integers`: see `read_image`)."""
     read = {} if read is None else read
     for path in files:
         if path not in read:
-            read[path] = read_image(path)
+            read[path] = read_image(path, keep_integers=keep_integers)
     case = read[files[0]]
     if len(files) == 1:
         return case
