@@ -20,8 +20,9 @@ that the ratio (b)/(a) is what seglab's defaults are worth on this machine again
 - 3D: a hippocampus-sized 64^3 patch (training batch 2) with the topology seglab plans for it;
   the peers: MONAI's DynUNet and nnU-Net's PlainConvUNet (dependency group `bench`).
 - ONNX Runtime: int8 against fp32 of the same trained weights (`seglab export --quantize int8` on
-  the ISBI 2012 run of benchmarks/real_data.py, when it exists), with the Dice of each on the run's
-  test slices; and fp32 ONNX of the random-weight 2D network against the PyTorch rows.
+  an ISBI 2012 run of benchmarks/real_data.py or time_to_accuracy.py, when one exists), with the
+  Dice of each on the run's test slices; and fp32 ONNX of the random-weight 2D network against
+  the PyTorch rows.
 - The conv throughput of this machine: a large 3x3 Conv2d in fp32 and bf16, each layout, as the
   reference for what bf16 units are worth here (no row is given as a percentage of it: a network
   can beat one convolution's rate).
@@ -319,17 +320,24 @@ def part_onnx(b: Bench) -> tuple[list[Row], list[str]]:
     return rows, onnx_int8_on_isbi()
 
 
+# ISBI 2012 runs of seglab's defaults, in order of preference: the 30-minute run of
+# benchmarks/real_data.py, else the seglab run of benchmarks/time_to_accuracy.py
+ISBI_RUNS = (ROOT / "runs" / "benchmarks" / "real_data" / "isbi2012" / "seglab",
+             ROOT / "runs" / "benchmarks" / "time_to_accuracy" / "isbi2012" / "seglab" / "run")
+
+
 def onnx_int8_on_isbi() -> list[str]:
-    """`seglab export --quantize int8` of the ISBI 2012 run of benchmarks/real_data.py, measured
+    """`seglab export --quantize int8` of an ISBI 2012 run (ISBI_RUNS), measured
     by seglab's own report (`export.measure`) on the run's test slices: Dice of fp32 and int8
     against the reference and against each other, and images per second of each."""
     from seglab.run import Run
     from seglab.run_setup import open_dataset, prepare_cases
     from seglab.preprocess import PreparedCache
 
-    folder = ROOT / "runs" / "benchmarks" / "real_data" / "isbi2012" / "seglab"
-    if not (folder / "checkpoints").is_dir():
-        return ["- ONNX int8: no ISBI 2012 run here (benchmarks/real_data.py isbi2012 makes it)"]
+    folder = next((f for f in ISBI_RUNS if (f / "checkpoints").is_dir()), None)
+    if folder is None:
+        return ["- ONNX int8: no ISBI 2012 run here (benchmarks/real_data.py isbi2012 or "
+                "benchmarks/time_to_accuracy.py isbi2012 makes one)"]
     run = Run.open(folder)
     plan = run.plan()
     with tempfile.TemporaryDirectory() as temporary:
