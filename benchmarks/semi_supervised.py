@@ -11,7 +11,9 @@ the mean teacher on images whose masks it never sees; written into BENCHMARKS.md
 
 Each arm is `seglab train DATA --minutes M` with the split fixed as above; the semi-supervised
 arm adds `semi_supervised.method=mean_teacher` and nothing else. --labelled N1,N2,.. repeats the
-comparison at other label counts (the first N of the listed labelled cases).
+comparison at other label counts (the first N of the listed labelled cases). One more arm, the
+ceiling, has a mask on every training case (ISBI 2012's 22 labelled training slices, CHASE_DB1's
+19 training images): what the images used without masks could buy at most, were they labelled.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ SETUPS = {
         "title": "ISBI 2012 membranes: 5 labelled slices, with and without the 30 unlabelled ones",
         "labelled": ["0", "17", "6", "22", "11", "2", "9", "20", "13", "19"],  # spread, in order
         "val": ["4", "14", "24"], "withheld": [], "class": "membrane", "score": "membrane Dice",
-        "counts": [5],
+        "counts": [5], "all": [str(k) for k in range(25) if k not in (4, 14, 24)],
     },
     "chasedb1": {
         "data": ROOT / "examples" / "chasedb1.yaml",
@@ -39,6 +41,7 @@ SETUPS = {
         "labelled": ["01L", "05R", "08L", "03R", "10R", "07L"], "val": ["02L"],
         "withheld": None,  # the training images neither labelled nor validating
         "class": "vessel", "score": "vessel F1 inside the FOV", "counts": [3],
+        "all": [i for i in CHASE_TRAIN if i != "02L"],
     },
 }
 
@@ -56,20 +59,31 @@ def arms(name: str, count: int) -> dict[str, dict[str, Any]]:
             "+ mean teacher": {"split.fixed": fixed, "semi_supervised.method": "mean_teacher"}}
 
 
+def ceiling(name: str) -> dict[str, Any]:
+    """The ceiling arm's plan overrides: every training case labelled."""
+    return {"split.fixed": {"train": SETUPS[name]["all"], "val": SETUPS[name]["val"]}}
+
+
 def section(name: str, counts: list[int], minutes: float) -> str:
     setup, rows = SETUPS[name], {}
     for count in counts:
         for arm in arms(name, count):
             rows[f"{count} train + {len(setup['val'])} val labelled, {arm}"] = arm_row(
                 WORKDIR / name / f"{count}_{arm.split()[-1]}", class_dice(setup["class"]))
+    top = arm_row(WORKDIR / name / "all_labelled", class_dice(setup["class"]))
     figure = FIGURES / f"semi_supervised_{name}.png"
-    plot_validation(setup["title"], rows, figure)
+    plot_validation(setup["title"], {**rows, "ceiling: every training case labelled": top},
+                    figure)
     table = [f"| arm | {setup['score']} (test, mean ± std) | labelled | unlabelled | steps | "
              "batch x patch | model | wall min |", "|---" * 8 + "|"]
     table += [f"| {label} | {r['score']} | {r['labelled']} | {r['unlabelled']} | {r['steps']} | "
               f"{r['batch']} | {r['model']} | {r['wall']:.1f} |" for label, r in rows.items()]
     means = [r["mean"] for r in rows.values()]
     gains = [f"{b - a:+.4f}" for a, b in zip(means[::2], means[1::2])]
+    bounds = [f"{top['mean'] - a:+.4f}" for a in means[::2]]
+    table.append(f"| ceiling: all {len(setup['all'])} train + {len(setup['val'])} val labelled | "
+                 f"{top['score']} | {top['labelled']} | {top['unlabelled']} | {top['steps']} | "
+                 f"{top['batch']} | {top['model']} | {top['wall']:.1f} |")
     return "\n".join([
         f"### {setup['title']}", "",
         f"- command: `uv run python benchmarks/semi_supervised.py {name} --minutes {minutes:g}"
@@ -78,7 +92,9 @@ def section(name: str, counts: list[int], minutes: float) -> str:
         "- each arm: `seglab train` with the split fixed and a budget of "
         f"{minutes:g} minutes; the mean-teacher arm adds `semi_supervised.method=mean_teacher`",
         "", *table, "",
-        f"Mean teacher minus labelled only, per label count: {', '.join(gains)}.", "",
+        f"Mean teacher minus labelled only, per label count: {', '.join(gains)}. The ceiling "
+        f"(masks on every training case) minus labelled only: {', '.join(bounds)}, what the "
+        "unlabelled images could buy at most were they labelled.", "",
         f"![validation Dice against training minutes]({figure.relative_to(ROOT)})", ""])
 
 
@@ -92,11 +108,12 @@ def main() -> None:
     for name in args.datasets:
         counts = ([int(n) for n in args.labelled.split(",")] if args.labelled
                   else SETUPS[name]["counts"])
-        for count in counts:
-            for arm, overrides in arms(name, count).items():
-                out = WORKDIR / name / f"{count}_{arm.split()[-1]}"
-                if not (args.resume and (out / "evaluation" / "metrics.json").is_file()):
-                    train_arm(SETUPS[name]["data"], out, overrides, args.minutes)
+        jobs = {f"{count}_{arm.split()[-1]}": overrides for count in counts
+                for arm, overrides in arms(name, count).items()}
+        for folder, overrides in {**jobs, "all_labelled": ceiling(name)}.items():
+            out = WORKDIR / name / folder
+            if not (args.resume and (out / "evaluation" / "metrics.json").is_file()):
+                train_arm(SETUPS[name]["data"], out, overrides, args.minutes)
         text = section(name, counts, args.minutes)
         write_section("semi_supervised", name, text)
         print(text, flush=True)
