@@ -76,14 +76,12 @@ def section(name: str, counts: list[int], minutes: float) -> str:
                     figure)
     table = [f"| arm | {setup['score']} (test, mean ± std) | labelled | unlabelled | steps | "
              "batch x patch | model | wall min |", "|---" * 8 + "|"]
-    table += [f"| {label} | {r['score']} | {r['labelled']} | {r['unlabelled']} | {r['steps']} | "
-              f"{r['batch']} | {r['model']} | {r['wall']:.1f} |" for label, r in rows.items()]
+    table += [_table_row(label, r) for label, r in rows.items()]
     means = [r["mean"] for r in rows.values()]
     gains = [f"{b - a:+.4f}" for a, b in zip(means[::2], means[1::2])]
     bounds = [f"{top['mean'] - a:+.4f}" for a in means[::2]]
-    table.append(f"| ceiling: all {len(setup['all'])} train + {len(setup['val'])} val labelled | "
-                 f"{top['score']} | {top['labelled']} | {top['unlabelled']} | {top['steps']} | "
-                 f"{top['batch']} | {top['model']} | {top['wall']:.1f} |")
+    table.append(_table_row(f"ceiling: all {len(setup['all'])} train + {len(setup['val'])} val "
+                            "labelled", top))
     return "\n".join([
         f"### {setup['title']}", "",
         f"- command: `uv run python benchmarks/semi_supervised.py {name} --minutes {minutes:g}"
@@ -96,6 +94,11 @@ def section(name: str, counts: list[int], minutes: float) -> str:
         f"(masks on every training case) minus labelled only: {', '.join(bounds)}, what the "
         "unlabelled images could buy at most were they labelled.", "",
         f"![validation Dice against training minutes]({figure.relative_to(ROOT)})", ""])
+
+
+def _table_row(label: str, r: dict[str, Any]) -> str:
+    return (f"| {label} | {r['score']} | {r['labelled']} | {r['unlabelled']} | {r['steps']} | "
+            f"{r['batch']} | {r['model']} | {r['wall']:.1f} |")
 
 
 def main() -> None:
