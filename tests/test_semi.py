@@ -1,6 +1,7 @@
-"""Semi-supervised training (the mean teacher): the teacher is the exponential moving average of
-the student, the consistency weight ramps up, unlabelled cases never enter the supervised loss,
-and a run killed mid-epoch resumes with its teacher."""
+"""Semi-supervised training: the mean teacher is the exponential moving average of the student,
+the consistency weight ramps up, unlabelled cases never enter the supervised loss, a run killed
+mid-epoch resumes with its teacher; cross pseudo supervision's two networks each learn the
+other's hard labels, and both are trained and kept."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ import torch
 from seglab import api
 from seglab.data.inspect import inspect_dataset
 from seglab.data.layouts import find_dataset
+from seglab.infer import build_model
 from seglab.plan import make_plan
 from seglab.preprocess import Prepared
 from seglab.run import Run, load_checkpoint
 from seglab.run_setup import planned_split
 from seglab.train.sampling import PatchSampler, WithUnlabeled
-from seglab.train.semi import MeanTeacher
+from seglab.train.semi import CrossPseudoSupervision, MeanTeacher
 from tests.test_train import TINY_2D, _start_training, kill_after_first_checkpoint
 
 SETTINGS = {"method": "mean_teacher", "weight": 2.0, "rampup_fraction": 0.5, "ema_decay": 0.9,
@@ -162,3 +164,43 @@ def test_semi_supervised_training_without_unlabelled_images_says_where_to_find_t
                                                    "semi_supervised.method": "mean_teacher"},
                   progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_each_cross_pseudo_supervised_network_learns_the_others_hard_labels() -> None:
+    """The student is uniform (argmax: class 0), the partner sure of class 1 by a logit margin of
+    4: the student's cross-entropy against class 1 is log 2, the partner's against class 0 is
+    log(1 + e^4); the partner's supervised loss on the labelled batch is added, not logged."""
+    student, partner = torch.nn.Conv2d(1, 2, 1), torch.nn.Conv2d(1, 2, 1)
+    with torch.no_grad():
+        for parameter in (student.weight, student.bias, partner.weight):
+            parameter.zero_()
+        partner.bias.copy_(torch.tensor([0.0, 4.0]))
+    cps = CrossPseudoSupervision(partner, {**SETTINGS, "method": "cross_pseudo_supervision"},
+                                 torch.nn.CrossEntropyLoss())
+    images, labels = torch.randn(2, 1, 4, 4), torch.ones(2, 4, 4, dtype=torch.long)
+    added, logged = cps.term(student, torch.randn(3, 1, 5, 5), 1.0, images, labels)
+    cross = math.log(2) + math.log1p(math.exp(4))
+    assert float(logged) == pytest.approx(2.0 * cross, rel=1e-5)
+    assert float(added) == pytest.approx(2.0 * cross + math.log1p(math.exp(-4)), rel=1e-5)
+    added.backward()
+    assert student.bias.grad.abs().sum() > 0 and partner.bias.grad.abs().sum() > 0
+    assert cps.trained_parameters() == list(partner.parameters())
+    assert cps.validated(student) is student
+
+
+def test_cross_pseudo_supervision_trains_both_networks_and_keeps_the_partner(
+        png_dataset: Path, tmp_path: Path) -> None:
+    ids = [c.case_id for c in find_dataset(png_dataset).cases]
+    run = api.train(png_dataset, tmp_path / "run", {
+        **TINY_2D, "epochs": 1, "semi_supervised.method": "cross_pseudo_supervision",
+        "split.fixed": {"unlabeled": ids[:6]}}, progress=False, evaluate=False)
+    last = load_checkpoint(run.checkpoints / "last.pt")
+    best = load_checkpoint(run.checkpoints / "best.pt")["model"]
+    partner = last["partner"]["partner"]
+    assert set(partner) == set(last["model"])
+    assert any(not torch.equal(partner[k], last["model"][k]) for k in partner)  # apart
+    for name, weights in last["model"].items():  # the first network validates and is kept
+        torch.testing.assert_close(best[name], weights)
+    trained = len(last["optimizer"]["param_groups"][0]["params"])
+    assert trained == 2 * len(list(build_model(run.plan()).parameters()))
+    assert run.log()[-1]["consistency_loss"] >= 0

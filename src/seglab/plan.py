@@ -45,8 +45,10 @@ TRANSFER_DEFAULTS = {"init_from": None, "freeze_encoder_epochs": 0}
 ADVERSARIAL_DEFAULTS = {"weight": 0.0, "lr": 2e-4, "width": 32}
 # Learning from images without masks (`seglab.train.semi`): "mean_teacher" (Tarvainen & Valpola
 # 2017) adds `weight` x the consistency between the student and its exponential moving average
-# (decay `ema_decay`), ramped up over the first `rampup_fraction` of training; "none" ignores
-# the unlabelled images.
+# (decay `ema_decay`, each under Gaussian `noise`), ramped up over the first `rampup_fraction`
+# of training; "cross_pseudo_supervision" (Chen et al. 2021) trains a second network beside the
+# first, each learning the other's hard labels on the unlabelled images (`weight`, the same
+# ramp-up); "none" ignores the unlabelled images.
 SEMI_SUPERVISED_DEFAULTS = {"method": "none", "weight": 1.0, "rampup_fraction": 0.25,
                             "ema_decay": 0.99, "noise": 0.1}
 # AdamW under the poly schedule with nnU-Net's gradient clipping; `momentum` and `nesterov` are
@@ -218,8 +220,8 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
                           "detections do not average into one ensemble); train it without "
                           "--folds, or set instances.method=rim_watershed")
     if plan.model["name"] == "mask_rcnn" and plan.semi_supervised["method"] != "none":
-        raise SeglabError("semi_supervised.method: the mean teacher trains networks that label "
-                          "pixels, not Mask R-CNN; set instances.method=rim_watershed")
+        raise SeglabError("semi_supervised.method: semi-supervised training is for networks "
+                          "that label pixels, not Mask R-CNN; set instances.method=rim_watershed")
     return plan
 
 

@@ -32,7 +32,7 @@ from seglab.train.distributed import Distributed
 from seglab.train.loss import create_loss, main_output
 from seglab.train.optim import create_optimizer, learning_rate, set_learning_rate
 from seglab.train.sampling import EpochBatches, PatchSampler, WithUnlabeled
-from seglab.train.semi import MeanTeacher
+from seglab.train.semi import Semi, semi_supervision
 from seglab.train.tracking import Tracker, open_tracker
 from seglab.train.tracking import overlay as tracking_overlay
 from seglab.run_setup import open_dataset, prepare_cases
@@ -64,15 +64,21 @@ def _train(run: Run, dist: Distributed, precision: Precision | None, progress: b
     if dist.active and plan.adversarial["weight"] > 0:
         raise SeglabError("adversarial training runs on one process only; start it without "
                           "torchrun")
+    if dist.active and plan.semi_supervised["method"] == "cross_pseudo_supervision":
+        raise SeglabError("semi_supervised.method=cross_pseudo_supervision runs on one process "
+                          "only; start it without torchrun, or use mean_teacher")
     train_cases, val_cases, unlabeled_cases = _cases(run, plan, dist)
 
     torch.manual_seed(plan.seed)
     model = precision.prepare_model(build_model(plan))
-    optimizer = create_optimizer(model.parameters(), plan.optimizer)
+    loss_fn = create_loss(plan.loss)
+    semi = semi_supervision(plan.semi_supervised, model, lambda: _partner(plan, precision),
+                            loss_fn) if unlabeled_cases else None
+    trained = [*model.parameters(), *(semi.trained_parameters() if semi else [])]
+    optimizer = create_optimizer(trained, plan.optimizer)
     adversary = (Adversary(plan.patch_size, plan.in_channels, plan.n_classes, plan.adversarial,
                            precision.device) if plan.adversarial["weight"] > 0 else None)
-    teacher = MeanTeacher(model, plan.semi_supervised) if unlabeled_cases else None
-    state = _restore(run, plan, model, optimizer, adversary, teacher, progress and dist.is_main)
+    state = _restore(run, plan, model, optimizer, adversary, semi, progress and dist.is_main)
     if dist.is_main:
         _trim_log(run, state["epoch"])
         run.remove_partial_writes()
@@ -92,13 +98,13 @@ def _train(run: Run, dist: Distributed, precision: Precision | None, progress: b
     rng, batch_size = np.random.default_rng(plan.seed), max(1, plan.batch_size // dist.world)
     sampler = (DetectionSampler if detector else PatchSampler)(train_cases, plan, rng,
                                                                batch_size=batch_size)
-    if teacher:
+    if semi:
         sampler = WithUnlabeled(sampler, PatchSampler(unlabeled_cases, plan, rng, batch_size,
                                                       labeled=False))
     step = (DetectionStep(net, optimizer, precision, plan.optimizer["grad_clip"]) if detector
-            else TrainStep(net, optimizer, create_loss(plan.loss), precision, adversary,
-                           plan.optimizer["grad_clip"], teacher))
-    validated = teacher.teacher if teacher else model  # what validation scores and best.pt keeps
+            else TrainStep(net, optimizer, loss_fn, precision, adversary,
+                           plan.optimizer["grad_clip"], semi))
+    validated = semi.validated(model) if semi else model  # what validation and best.pt see
     encoder = models.encoder_parameters(model) if freeze else []
     record: dict[str, Any] = {}
     while state["epoch"] < plan.epochs and not state["finished"]:
@@ -120,7 +126,7 @@ def _train(run: Run, dist: Distributed, precision: Precision | None, progress: b
                   "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(state["elapsed"], 2),
                   **_consistency(step), **val}
         if dist.is_main:
-            _save(run, record, state, improved, model, optimizer, adversary, teacher)
+            _save(run, record, state, improved, model, optimizer, adversary, semi)
         if tracker is not None:
             shown = [] if detector else val_cases[:TRACKED_CASES]
             tracker.epoch(record, [_overlay(validated, case, plan, precision)
@@ -174,25 +180,33 @@ def _cases(run: Run, plan: Plan, dist: Distributed
     return train_cases, val_cases[dist.rank::dist.world], unlabeled
 
 
+def _partner(plan: Plan, precision: Precision) -> torch.nn.Module:
+    """Cross pseudo supervision's second network: the model's architecture, its own random
+    initialisation (a pretrained encoder's weights are shared)."""
+    torch.manual_seed(plan.seed + 1)
+    return precision.prepare_model(build_model(plan))
+
+
 def _restore(run: Run, plan: Plan, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             adversary: Adversary | None, teacher: MeanTeacher | None,
+             adversary: Adversary | None, semi: Semi | None,
              progress: bool) -> dict[str, Any]:
-    """The progress to continue from: last.pt when there is one (weights, optimiser, teacher,
-    random state), else a fresh start, initialised from another run when the plan says so."""
+    """The progress to continue from: last.pt when there is one (weights, optimiser, teacher or
+    partner, random state), else a fresh start, initialised from another run when the plan says
+    so."""
     last = run.checkpoints / "last.pt"
     if not last.exists():
         if plan.transfer["init_from"]:
             _initialise(run, model, plan.transfer["init_from"], progress)
-            if teacher:
-                teacher.teacher.load_state_dict(model.state_dict())
+            if semi:
+                semi.follow_initialisation(model)
         return {"epoch": 0, "step": 0, "elapsed": 0.0, "best_dice": -1.0, "finished": False}
     saved = load_checkpoint(last)
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     if adversary:
         adversary.load_state_dict(saved["adversary"])
-    if teacher:
-        teacher.load_state_dict(saved["teacher"])
+    if semi:
+        semi.load_state_dict(saved[semi.KEY])
     torch.set_rng_state(saved["torch_rng"])
     return saved["progress"]
 
@@ -218,7 +232,7 @@ def _train_epoch(net: torch.nn.Module, step: "TrainStep", batches: DataLoader, p
             break
         fraction = max(state["step"] / total_steps, elapsed / budget if budget else 0.0)
         set_learning_rate(step.optimizer, learning_rate(plan.optimizer, fraction))
-        step.fraction = fraction  # the mean teacher's ramp-up reads it
+        step.fraction = fraction  # the semi-supervised ramp-up reads it
         losses.append(step(*batch))
         state["step"] += 1
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
@@ -231,33 +245,34 @@ def _train_epoch(net: torch.nn.Module, step: "TrainStep", batches: DataLoader, p
 
 def _save(run: Run, record: dict[str, Any], state: dict[str, Any], improved: bool,
           model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-          adversary: Adversary | None, teacher: MeanTeacher | None) -> None:
-    """Log line, then best (the teacher's weights where there is one: they were validated),
+          adversary: Adversary | None, semi: Semi | None) -> None:
+    """Log line, then best (the validated network's: a mean teacher's, where there is one),
     then last: last.pt is the commit point. A kill before it is rolled back on resume
     (`_trim_log` drops lines past the checkpoint); after it, all agree."""
     run.append_log(record)
     if improved:
-        best = teacher.teacher if teacher else model
+        best = semi.validated(model) if semi else model
         save_checkpoint(run.checkpoints / "best.pt", {"model": best.state_dict(),
                                                      "progress": dict(state)})
     save_checkpoint(run.checkpoints / "last.pt", {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         **({"adversary": adversary.state_dict()} if adversary else {}),
-        **({"teacher": teacher.state_dict()} if teacher else {}),
+        **({semi.KEY: semi.state_dict()} if semi else {}),
         "torch_rng": torch.get_rng_state(), "progress": dict(state)})
 
 
 class TrainStep:
-    """One optimisation step: forward, the plan's loss (plus the adversarial term, and the mean
-    teacher's consistency on unlabelled patches, when on), backward with the plan's gradient
-    clipping, then the discriminator's own step and the teacher's update."""
+    """One optimisation step: forward, the plan's loss (plus the adversarial term, and the
+    semi-supervised term on unlabelled patches, when on), backward with the plan's gradient
+    clipping over everything the optimiser trains, then the discriminator's own step and the
+    teacher's update."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  loss_fn: torch.nn.Module, precision: Precision, adversary: Adversary | None,
-                 grad_clip: float | None = None, teacher: MeanTeacher | None = None):
+                 grad_clip: float | None = None, semi: Semi | None = None):
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.precision, self.adversary, self.grad_clip = precision, adversary, grad_clip
-        self.teacher, self.fraction = teacher, 0.0  # fraction: of training done (`_train_epoch`)
+        self.semi, self.fraction = semi, 0.0  # fraction: of training done (`_train_epoch`)
         self.consistencies: list[float] = []  # this epoch's weighted consistency terms
         self.scaler = torch.amp.GradScaler(enabled=precision.autocast_dtype == torch.float16)
 
@@ -268,13 +283,14 @@ class TrainStep:
         with self.precision.autocast():
             logits = self.model(images)
         loss = self.loss_fn(logits, labels)
-        if self.teacher is not None and unlabeled is not None:
+        if self.semi is not None and unlabeled is not None:
             unlabeled = self.precision.memory_format(self.precision.to_device(unlabeled),
                                                      self.model)
             with self.precision.autocast():
-                consistency = self.teacher.consistency(self.model, unlabeled, self.fraction)
+                added, consistency = self.semi.term(self.model, unlabeled, self.fraction,
+                                                       images, labels)
             self.consistencies.append(float(consistency.detach()))
-            loss = loss + consistency
+            loss = loss + added
         if self.adversary:
             main = main_output(logits, labels)
             loss = loss + self.adversary.segmenter_loss(images, main, labels)
@@ -282,13 +298,15 @@ class TrainStep:
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            torch.nn.utils.clip_grad_norm_(
+                [p for group in self.optimizer.param_groups for p in group["params"]],
+                self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.adversary:
             self.adversary.discriminator_step(images, main, labels)
-        if self.teacher is not None:
-            self.teacher.update(self.model)
+        if self.semi is not None:
+            self.semi.update(self.model)
         return float(loss.detach())
 
 

@@ -1,21 +1,32 @@
-"""Learning from images without masks: the mean teacher (Tarvainen & Valpola, NeurIPS 2017), as
-semi-supervised medical segmentation uses it (Perone & Cohen-Adad 2018; Yu et al., MICCAI 2019).
+"""Learning from images without masks, two ways (plan field `semi_supervised.method`).
 
-The teacher is the exponential moving average of the student's weights. Each step, a batch of
+The mean teacher (Tarvainen & Valpola, NeurIPS 2017), as semi-supervised medical segmentation
+uses it (Perone & Cohen-Adad 2018; Yu et al., MICCAI 2019). The teacher is the exponential moving average of the student's weights. Each step, a batch of
 patches cut from the unlabelled images goes through both, each with its own Gaussian noise, and
 the mean squared difference of their class probabilities, weighted by `weight` x a sigmoid
 ramp-up (exp(-5 (1 - t)²) over the first `rampup_fraction` of training), joins the supervised
 loss; the teacher gets no gradient and follows the student after each optimiser step. Validation
 and best.pt use the teacher, whose averaged weights predict better than the student's.
 
-Written here rather than taken from a library: MONAI and smp have no semi-supervised trainer,
-and the method is these forty lines.
+Cross pseudo supervision (Chen et al., CVPR 2021): a partner network of the same architecture,
+initialised apart, learns beside the first from the same labelled batches; on the unlabelled
+patches each also learns, by cross-entropy, the other's hard labels (argmax, no gradient through
+them), weighted by the same ramp-up. One optimiser trains both; validation, best.pt and
+prediction use the first. (The paper also crosses the labelled batches; here the supervised loss
+alone teaches those.)
+
+Both have one interface for the training loop: `term` (the loss added to the supervised one, and
+the part of it logged as the consistency), `update` after each optimiser step, the parameters
+the optimiser trains beside the model's, the network that validates, and a checkpoint entry
+under `KEY`. Written here rather than taken from a library: MONAI and smp have no
+semi-supervised trainer, and each method is a few dozen lines.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,8 +35,28 @@ import torch.nn.functional as F
 from seglab.train.loss import main_output
 
 
+def rampup_weight(settings: dict[str, Any], fraction: float) -> float:
+    """`weight` at `fraction` (0..1) of training: ramped up over `rampup_fraction`, then
+    constant."""
+    ramp = settings["rampup_fraction"]
+    t = min(1.0, fraction / ramp) if ramp > 0 else 1.0
+    return settings["weight"] * math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def semi_supervision(settings: dict[str, Any], student: torch.nn.Module,
+                     build_partner: Callable[[], torch.nn.Module],
+                     loss_fn: torch.nn.Module) -> MeanTeacher | CrossPseudoSupervision:
+    """The plan's method for `student` (`build_partner` makes cross pseudo supervision's second
+    network, `loss_fn` its supervised loss)."""
+    if settings["method"] == "mean_teacher":
+        return MeanTeacher(student, settings)
+    return CrossPseudoSupervision(build_partner(), settings, loss_fn)
+
+
 class MeanTeacher:
     """The teacher of `student` and the consistency term between them (plan.semi_supervised)."""
+
+    KEY = "teacher"
 
     def __init__(self, student: torch.nn.Module, settings: dict[str, Any]):
         self.settings = settings
@@ -38,10 +69,23 @@ class MeanTeacher:
         self.updates = 0
 
     def weight(self, fraction: float) -> float:
-        """The consistency weight at `fraction` (0..1) of training: ramped up, then constant."""
-        ramp = self.settings["rampup_fraction"]
-        t = min(1.0, fraction / ramp) if ramp > 0 else 1.0
-        return self.settings["weight"] * math.exp(-5.0 * (1.0 - t) ** 2)
+        return rampup_weight(self.settings, fraction)
+
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        return []  # the teacher follows the student; no gradient reaches it
+
+    def validated(self, student: torch.nn.Module) -> torch.nn.Module:
+        return self.teacher
+
+    def follow_initialisation(self, student: torch.nn.Module) -> None:
+        """A fine-tuned student's teacher starts from the same weights."""
+        self.teacher.load_state_dict(student.state_dict())
+
+    def term(self, student: torch.nn.Module, unlabeled: torch.Tensor, fraction: float,
+             images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(added loss, logged consistency): the weighted consistency, both."""
+        consistency = self.consistency(student, unlabeled, fraction)
+        return consistency, consistency
 
     def consistency(self, student: torch.nn.Module, images: torch.Tensor,
                     fraction: float) -> torch.Tensor:
@@ -73,3 +117,50 @@ class MeanTeacher:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.teacher.load_state_dict(state["teacher"])
         self.updates = state["updates"]
+
+
+class CrossPseudoSupervision:
+    """The partner network and the cross pseudo-label term (plan.semi_supervised: `weight`,
+    `rampup_fraction`)."""
+
+    KEY = "partner"
+
+    def __init__(self, partner: torch.nn.Module, settings: dict[str, Any],
+                 loss_fn: torch.nn.Module):
+        self.partner, self.settings, self.loss_fn = partner, settings, loss_fn
+
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.partner.parameters())
+
+    def validated(self, student: torch.nn.Module) -> torch.nn.Module:
+        return student
+
+    def follow_initialisation(self, student: torch.nn.Module) -> None:
+        """The partner keeps its own initialisation: two networks started alike would teach each
+        other nothing."""
+
+    def term(self, student: torch.nn.Module, unlabeled: torch.Tensor, fraction: float,
+             images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(added loss, logged consistency): the partner's supervised loss on the labelled batch
+        plus the weighted cross pseudo-label term; the latter."""
+        self.partner.train(student.training)
+        supervised = self.loss_fn(self.partner(images), labels)
+        spatial = unlabeled[:, 0]
+        mine = main_output(student(unlabeled), spatial).float()
+        theirs = main_output(self.partner(unlabeled), spatial).float()
+        cross = (F.cross_entropy(mine, theirs.argmax(dim=1).detach())
+                 + F.cross_entropy(theirs, mine.argmax(dim=1).detach()))
+        weighted = rampup_weight(self.settings, fraction) * cross
+        return supervised + weighted, weighted
+
+    def update(self, student: torch.nn.Module) -> None:
+        """Nothing: the optimiser that steps the model steps the partner too."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"partner": self.partner.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.partner.load_state_dict(state["partner"])
+
+
+Semi = MeanTeacher | CrossPseudoSupervision
