@@ -1,5 +1,6 @@
 """What unlabelled images buy: the same model, budget and labelled cases, trained with and without
-the mean teacher on images whose masks it never sees; written into BENCHMARKS.md.
+the images whose masks it never sees (the mean teacher, cross pseudo supervision); written into
+BENCHMARKS.md.
 
     uv run python benchmarks/semi_supervised.py isbi2012 chasedb1 --minutes 10
 
@@ -9,9 +10,10 @@ the mean teacher on images whose masks it never sees; written into BENCHMARKS.md
 - chasedb1: 4 labelled images (3 train, 1 validates) of the usual 20 training images; the other
   16 are used without their masks; the usual 8 test images (11L-14R), F1 inside the FOV.
 
-Each arm is `seglab train DATA --minutes M` with the split fixed as above; the semi-supervised
-arm adds `semi_supervised.method=mean_teacher` and nothing else. --labelled N1,N2,.. repeats the
-comparison at other label counts (the first N of the listed labelled cases). One more arm, the
+Each arm is `seglab train DATA --minutes M` with the split fixed as above; each semi-supervised
+arm adds `semi_supervised.method=mean_teacher` or `cross_pseudo_supervision` and nothing else.
+--labelled N1,N2,.. repeats the comparison at other label counts (the first N of the listed
+labelled cases). One more arm, the
 ceiling, has a mask on every training case (ISBI 2012's 22 labelled training slices, CHASE_DB1's
 19 training images): what the images used without masks could buy at most, were they labelled.
 """
@@ -46,8 +48,12 @@ SETUPS = {
 }
 
 
+METHODS = {"mean teacher": "mean_teacher", "cross pseudo supervision": "cross_pseudo_supervision"}
+
+
 def arms(name: str, count: int) -> dict[str, dict[str, Any]]:
-    """The two arms' plan overrides for `count` labelled training cases."""
+    """Each arm's plan overrides for `count` labelled training cases, by folder name: labelled
+    only, then each semi-supervised method."""
     setup = SETUPS[name]
     labelled = setup["labelled"][:count]
     withheld = setup["withheld"]
@@ -55,8 +61,9 @@ def arms(name: str, count: int) -> dict[str, dict[str, Any]]:
         withheld = [i for i in CHASE_TRAIN if i not in labelled + setup["val"]]
     fixed = {"train": labelled, "val": setup["val"], **({"unlabeled": withheld} if withheld
                                                          else {})}
-    return {"labelled only": {"split.fixed": fixed},
-            "+ mean teacher": {"split.fixed": fixed, "semi_supervised.method": "mean_teacher"}}
+    return {f"{count}_only": {"split.fixed": fixed},
+            **{f"{count}_{method}": {"split.fixed": fixed, "semi_supervised.method": method}
+               for method in METHODS.values()}}
 
 
 def ceiling(name: str) -> dict[str, Any]:
@@ -65,21 +72,23 @@ def ceiling(name: str) -> dict[str, Any]:
 
 
 def section(name: str, counts: list[int], minutes: float) -> str:
-    setup, rows = SETUPS[name], {}
-    for count in counts:
-        for arm in arms(name, count):
-            rows[f"{count} train + {len(setup['val'])} val labelled, {arm}"] = arm_row(
-                WORKDIR / name / f"{count}_{arm.split()[-1]}", class_dice(setup["class"]))
+    setup, rows, gains, bounds = SETUPS[name], {}, [], []
     top = arm_row(WORKDIR / name / "all_labelled", class_dice(setup["class"]))
+    for count in counts:
+        labelled = f"{count} train + {len(setup['val'])} val labelled"
+        alone = arm_row(WORKDIR / name / f"{count}_only", class_dice(setup["class"]))
+        rows[f"{labelled}, labelled only"] = alone
+        for label, method in METHODS.items():
+            row = arm_row(WORKDIR / name / f"{count}_{method}", class_dice(setup["class"]))
+            rows[f"{labelled}, + {label}"] = row
+            gains.append(f"{label} {row['mean'] - alone['mean']:+.4f} ({count} labelled)")
+        bounds.append(f"{top['mean'] - alone['mean']:+.4f} ({count} labelled)")
     figure = FIGURES / f"semi_supervised_{name}.png"
     plot_validation(setup["title"], {**rows, "ceiling: every training case labelled": top},
                     figure)
     table = [f"| arm | {setup['score']} (test, mean ± std) | labelled | unlabelled | steps | "
              "batch x patch | model | wall min |", "|---" * 8 + "|"]
     table += [_table_row(label, r) for label, r in rows.items()]
-    means = [r["mean"] for r in rows.values()]
-    gains = [f"{b - a:+.4f}" for a, b in zip(means[::2], means[1::2])]
-    bounds = [f"{top['mean'] - a:+.4f}" for a in means[::2]]
     table.append(_table_row(f"ceiling: all {len(setup['all'])} train + {len(setup['val'])} val "
                             "labelled", top))
     return "\n".join([
@@ -88,9 +97,9 @@ def section(name: str, counts: list[int], minutes: float) -> str:
         f"{' --labelled ' + ','.join(map(str, counts)) if counts != setup['counts'] else ''}`",
         f"- machine: {machine()}",
         "- each arm: `seglab train` with the split fixed and a budget of "
-        f"{minutes:g} minutes; the mean-teacher arm adds `semi_supervised.method=mean_teacher`",
-        "", *table, "",
-        f"Mean teacher minus labelled only, per label count: {', '.join(gains)}. The ceiling "
+        f"{minutes:g} minutes; each semi-supervised arm adds `semi_supervised.method=METHOD` "
+        "and nothing else", "", *table, "",
+        f"Each method minus labelled only: {', '.join(gains)}. The ceiling "
         f"(masks on every training case) minus labelled only: {', '.join(bounds)}, what the "
         "unlabelled images could buy at most were they labelled.", "",
         f"![validation Dice against training minutes]({figure.relative_to(ROOT)})", ""])
@@ -111,8 +120,8 @@ def main() -> None:
     for name in args.datasets:
         counts = ([int(n) for n in args.labelled.split(",")] if args.labelled
                   else SETUPS[name]["counts"])
-        jobs = {f"{count}_{arm.split()[-1]}": overrides for count in counts
-                for arm, overrides in arms(name, count).items()}
+        jobs = {folder: overrides for count in counts
+                for folder, overrides in arms(name, count).items()}
         for folder, overrides in {**jobs, "all_labelled": ceiling(name)}.items():
             out = WORKDIR / name / folder
             if not (args.resume and (out / "evaluation" / "metrics.json").is_file()):
