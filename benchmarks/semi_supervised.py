@@ -13,9 +13,9 @@ BENCHMARKS.md.
 Each arm is `seglab train DATA --minutes M` with the split fixed as above; each semi-supervised
 arm adds `semi_supervised.method=mean_teacher` or `cross_pseudo_supervision` and nothing else.
 --labelled N1,N2,.. repeats the comparison at other label counts (the first N of the listed
-labelled cases). One more arm, the
-ceiling, has a mask on every training case (ISBI 2012's 22 labelled training slices, CHASE_DB1's
-19 training images): what the images used without masks could buy at most, were they labelled.
+labelled cases). One more arm, the ceiling, has a mask on every training case (ISBI 2012's 22
+labelled training slices, CHASE_DB1's 19 training images): what the images used without masks
+could buy at most, were they labelled.
 """
 
 from __future__ import annotations
