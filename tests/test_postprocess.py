@@ -122,3 +122,10 @@ def test_largest_component_is_not_tried_where_the_references_are_several_objects
     ops = [[s["op"] for s in postprocess.candidates(refs, 2)]
            for refs in ([single] * 9 + [pieces], [single, pieces])]
     assert "largest_component" in ops[0] and "largest_component" not in ops[1]
+
+
+def test_component_sizes_counted_in_blocks_equal_one_count(monkeypatch) -> None:
+    labels = np.random.default_rng(5).integers(0, 7, size=(30, 41)).astype(np.int32)
+    monkeypatch.setattr(postprocess, "_BLOCK", 100)  # 13 blocks, the last a short one
+    np.testing.assert_array_equal(postprocess._label_sizes(labels, 6),
+                                  np.bincount(labels.ravel(), minlength=7))

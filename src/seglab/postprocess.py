@@ -29,8 +29,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     labels, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
     if count <= 1:
         return mask
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == 1 + int(np.argmax(sizes))
+    return labels == 1 + int(np.argmax(_label_sizes(labels, count)[1:]))
 
 
 def remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:
@@ -129,7 +128,20 @@ def _hole_sizes(mask: np.ndarray) -> np.ndarray:
 def _component_sizes(mask: np.ndarray, connectivity: int | None = None) -> np.ndarray:
     structure = ndimage.generate_binary_structure(mask.ndim, connectivity or mask.ndim)
     labels, count = ndimage.label(mask, structure=structure)
-    return np.bincount(labels.ravel())[1:] if count else np.zeros(0, int)
+    return _label_sizes(labels, count)[1:]
+
+
+_BLOCK = 1 << 22  # labels counted per block by `_label_sizes`
+
+
+def _label_sizes(labels: np.ndarray, count: int) -> np.ndarray:
+    """Pixels per label 0..count, counted block by block: np.bincount copies its input to int64
+    (a whole 8000² label image would take 512 MB more)."""
+    flat = labels.reshape(-1)
+    sizes = np.zeros(count + 1, np.int64)
+    for start in range(0, flat.size, _BLOCK):
+        sizes += np.bincount(flat[start:start + _BLOCK], minlength=count + 1)
+    return sizes
 
 
 def mean_dice(predictions: Sequence[np.ndarray], references: Sequence[np.ndarray],
