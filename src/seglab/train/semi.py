@@ -1,12 +1,13 @@
 """Learning from images without masks, two ways (plan field `semi_supervised.method`).
 
 The mean teacher (Tarvainen & Valpola, NeurIPS 2017), as semi-supervised medical segmentation
-uses it (Perone & Cohen-Adad 2018; Yu et al., MICCAI 2019). The teacher is the exponential moving average of the student's weights. Each step, a batch of
-patches cut from the unlabelled images goes through both, each with its own Gaussian noise, and
-the mean squared difference of their class probabilities, weighted by `weight` x a sigmoid
-ramp-up (exp(-5 (1 - t)²) over the first `rampup_fraction` of training), joins the supervised
-loss; the teacher gets no gradient and follows the student after each optimiser step. Validation
-and best.pt use the teacher, whose averaged weights predict better than the student's.
+uses it (Perone & Cohen-Adad 2018; Yu et al., MICCAI 2019). The teacher is the exponential
+moving average of the student's weights. Each step, a batch of patches cut from the unlabelled
+images goes through both, each with its own Gaussian noise, and the mean squared difference of
+their class probabilities, weighted by `weight` x a sigmoid ramp-up (exp(-5 (1 - t)²) over the
+first `rampup_fraction` of training), joins the supervised loss; the teacher gets no gradient
+and follows the student after each optimiser step. Validation and best.pt use the teacher, whose
+averaged weights predict better than the student's.
 
 Cross pseudo supervision (Chen et al., CVPR 2021): a partner network of the same architecture,
 initialised apart, learns beside the first from the same labelled batches; on the unlabelled
