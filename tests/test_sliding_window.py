@@ -25,7 +25,7 @@ def _network(dims: int, channels: int) -> torch.nn.Module:
 
 @pytest.mark.parametrize("shape,patch", [((1, 97, 131), (32, 32)), ((1, 5, 7), (16, 16)),
                                          ((1, 40, 12), (16, 16)), ((2, 21, 17, 9), (8, 8, 8))])
-def test_strips_blend_exactly_as_monai_blends_the_whole_image(shape, patch) -> None:
+def test_strips_blend_as_monai_blends_the_whole_image(shape, patch) -> None:
     network = _network(len(patch), shape[0])
     image = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     whole = sliding_window_inference(torch.from_numpy(image)[None], patch, 4, network,
@@ -35,7 +35,10 @@ def test_strips_blend_exactly_as_monai_blends_the_whole_image(shape, patch) -> N
     assert rows[0].start == 0 and rows[-1].stop == shape[1]
     assert all(a.stop == b.start for a, b in zip(rows, rows[1:]))  # in order, each row once
     assert all(r.stop - r.start <= patch[0] for r in rows)  # never more than a window held
-    assert torch.equal(torch.cat([p[0] for _, p in strips], dim=1), whole)
+    # equal to float rounding: the sums' order differs where the image is padded (a 2-core AMD
+    # EPYC rounds the last bit differently; a Xeon gave equal tensors)
+    torch.testing.assert_close(torch.cat([p[0] for _, p in strips], dim=1), whole.detach(),
+                               rtol=1e-6, atol=1e-7)
 
 
 def test_mirroring_averages_each_window_with_its_flips_and_can_keep_the_passes_apart() -> None:
