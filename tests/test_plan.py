@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -142,20 +141,3 @@ def test_a_named_loss_gets_its_own_parameters_and_the_default_is_dice_ce() -> No
     focal = make_plan(fp, {"loss.name": "focal", "loss.gamma": 3.0})
     assert focal.loss["name"] == "focal" and focal.loss["gamma"] == 3.0
     assert "ce_weight" not in focal.loss and focal.planning["loss"] == "named by the user"
-
-
-def test_small_objects_for_the_rim_watershed_alone_are_planned_at_half_the_spacing() -> None:
-    def objects(diameter: float, per_case: float) -> dict:
-        return {"total": 90, "per_class": [0, 90],
-                "per_case": {"min": 1, "median": per_case, "max": 60},
-                "diameter": {"p10": diameter / 2, "median": diameter, "p90": 2 * diameter}}
-
-    image = _fingerprint(2, [256, 320], [1.0, 1.0], modality="microscopy")
-    nuclei = dataclasses.replace(image, task="instance", objects=objects(15, 30))
-    plan = make_plan(nuclei)
-    assert plan.target_spacing == [0.5, 0.5] and "spacing" in plan.planning
-    assert plan.patch_size[0] > make_plan(image).patch_size[0]  # the patch follows the grid
-    for fp in (dataclasses.replace(nuclei, objects=objects(40, 30)),  # large objects
-               dataclasses.replace(nuclei, objects=objects(18, 2)),  # few, not tiny: Mask R-CNN
-               image):  # semantic
-        assert make_plan(fp).target_spacing is None

@@ -33,9 +33,6 @@ MIN_FEATURE_SIZE = 4
 ENCODER_STRIDE = 32  # the output stride of the encoder models' timm backbones
 MAX_POOLINGS = 6
 ANISOTROPY_RATIO = 2.0
-# 2D objects split by the rim watershed whose median diameter (pixels) is under this are planned
-# at half the stored spacing (`_target_spacing`; DSB2018 nuclei: 18.8 px)
-UPSAMPLE_DIAMETER = 20.0
 COLOUR_PROBABILITY = 0.3  # of each colour-microscopy augmentation: channel shuffle, grey, inversion
 
 # Fine-tuning: `init_from` is a run folder or a checkpoint whose matching weights start training;
@@ -146,12 +143,7 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
     overrides = overrides or {}
     spacings = np.array(fp.spacings, dtype=float)
     shapes = np.array(fp.shapes, dtype=float)
-    task = overrides.get("task", fp.task)
-    if task == "instance" and fp.task != "instance":
-        raise SeglabError("task=instance: the dataset's labels give no objects (one mask file "
-                          "per object, COCO or YOLO-seg)")
-    method, method_reason = instance_method(fp, overrides) if task == "instance" else (None, "")
-    target_spacing, spacing_reason = _target_spacing(fp, spacings, method)
+    target_spacing = np.median(spacings, axis=0) if fp.dims == 3 else None
     if target_spacing is not None:
         median_shape = np.median(shapes * spacings / target_spacing, axis=0)
         spacing_for_pooling = target_spacing
@@ -165,6 +157,11 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
     topology = {"widths": widths, "kernels": kernels, "strides": strides}
     model, family_reason = model_family(fp, overrides, topology)
     loss, loss_reason = _loss(overrides)
+    task = overrides.get("task", fp.task)
+    if task == "instance" and fp.task != "instance":
+        raise SeglabError("task=instance: the dataset's labels give no objects (one mask file "
+                          "per object, COCO or YOLO-seg)")
+    method, method_reason = instance_method(fp, overrides) if task == "instance" else (None, "")
     optimizer = {**OPTIMIZER_DEFAULTS, **(PRETRAINED_OPTIMIZER if model.get("encoder_weights")
                                           else {})}
     inference = _inference(fp.dims, device)
@@ -202,7 +199,6 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
         split={"val_fraction": 0.15, "test_fraction": 0.2, "fixed": None, "folds": None},
         planning={"model": family_reason, "loss": loss_reason,
                   **({"instances": method_reason} if method else {}),
-                  **({"spacing": spacing_reason} if spacing_reason else {}),
                   **({"semi_supervised": f"{fp.n_unlabeled} unlabelled images are not trained "
                                          "on; semi_supervised.method=mean_teacher learns from "
                                          "them too"} if fp.n_unlabeled else {}),
@@ -223,23 +219,6 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
         raise SeglabError("semi_supervised.method: semi-supervised training is for networks "
                           "that label pixels, not Mask R-CNN; set instances.method=rim_watershed")
     return plan
-
-
-def _target_spacing(fp: Fingerprint, spacings: np.ndarray, method: str | None
-                    ) -> tuple[np.ndarray | None, str]:
-    """Volumes: the median spacing (nnU-Net's). 2D images: their own grid, except small objects
-    split by the rim watershed, planned at half the stored spacing (twice the pixels per axis):
-    the outlines of objects a few pixels across are where their score is lost (DSB2018's small
-    grey nuclei, matched at IoU 0.75 to 0.81), and the pretrained encoder's first convolution
-    halves the resolution."""
-    if fp.dims == 3:
-        return np.median(spacings, axis=0), ""
-    diameter = fp.objects.get("diameter", {}).get("median", 0.0) if fp.objects else 0.0
-    if method == "rim_watershed" and 0 < diameter < UPSAMPLE_DIAMETER:
-        return np.median(spacings, axis=0) / 2, (
-            f"objects {diameter:.1f} px across (median), under {UPSAMPLE_DIAMETER:g}: planned at "
-            "half the stored spacing, twice the pixels per axis, for their outlines")
-    return None, ""
 
 
 def _loss(overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:
