@@ -82,28 +82,6 @@ def test_each_object_takes_the_class_with_the_most_probability() -> None:
 def test_thresholds_are_chosen_on_validation_cases_with_every_trial_kept() -> None:
     instances = _two_touching_discs()
     chosen = choose([_probabilities(instances, 2, blur=0.3)], [instances], 2)
-    assert len(chosen["tried"]) == 60 and chosen["validation_dsb_score"] > 0.5
+    assert len(chosen["tried"]) == 20 and chosen["validation_dsb_score"] > 0.5
     assert chosen["validation_dsb_score"] == max(t["validation_dsb_score"]
                                                  for t in chosen["tried"])
-
-
-def test_objects_grow_into_the_background_but_not_into_each_other() -> None:
-    instances = _two_touching_discs()
-    probs = _probabilities(instances, 2)
-    plain = split_objects(probs, 2, 0.5, 0.5)
-    grown = split_objects(probs, 2, 0.5, 0.5, grow=1)
-    assert grown.count == 2
-    assert (grown.ids > 0).sum() > (plain.ids > 0).sum()
-    assert grown.ids[12, 4] > 0 and plain.ids[12, 4] == 0  # one pixel out from the left disc
-    assert grown.ids[12, 3] == 0
-    seam = [grown.ids[12, x] for x in range(16, 22)]
-    assert seam == [plain.ids[12, x] for x in range(16, 22)]  # the seam does not move
-
-
-def test_growth_is_chosen_where_the_references_lie_outside_the_network_mask() -> None:
-    instances = _two_touching_discs()
-    yy, xx = np.mgrid[:24, :40]
-    larger = np.where((yy - 12) ** 2 + (xx - 12) ** 2 < 100, 1, 0).astype(np.int32)
-    larger[(yy - 12) ** 2 + (xx - 26) ** 2 < 100] = 2
-    chosen = choose([_probabilities(instances, 2)], [from_id_image(larger)], 2)
-    assert chosen["grow"] == 2

@@ -67,7 +67,7 @@ def predict_objects(model: torch.nn.Module, case: Case, plan: Plan, precision: P
         probs[0, ~case.roi] = 1
     return instance_split.split_objects(probs, plan.instances["rim_class"],
                                         split["seed_threshold"], split["mask_threshold"],
-                                        split["min_seed"], split.get("grow", 0))
+                                        split["min_seed"])
 
 
 @torch.no_grad()

@@ -9,14 +9,9 @@ touching objects, so:
   2. the seeds are the connected regions where the interior probability exceeds
      `seed_threshold` (those under `min_seed` pixels dropped);
   3. a watershed of the negated interior probability from the seeds, inside the mask, gives each
-     object its pixels;
-  4. each object grows by `grow` pixels into the background around it, never into another
-     object (`skimage.segmentation.expand_labels`): where the annotators drew their outlines
-     outside the network's mask (DSB2018's small grey nuclei matched at IoU 0.75 to 0.81), the
-     outline moves out by whole pixels; each object takes the object class with the most
-     probability over it.
-The two thresholds and the growth are chosen on the validation cases by the mean DSB score
-(`choose`), every trial recorded, as `seglab.postprocess` chooses its steps; so is Mask R-CNN's detection score
+     object its pixels; each object takes the object class with the most probability over them.
+The two thresholds are chosen on the validation cases by the mean DSB score (`choose`), every
+trial recorded, as `seglab.postprocess` chooses its steps; so is Mask R-CNN's detection score
 threshold (`choose_score_threshold`), the other instance method's one free choice.
 """
 
@@ -28,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from skimage.segmentation import expand_labels, watershed
+from skimage.segmentation import watershed
 
 from seglab.data.instances import Instances, renumbered
 from seglab.metrics.instances import dsb_score, iou_matrix
@@ -36,30 +31,24 @@ from seglab.models.mask_rcnn import objects_from_detections
 
 SEED_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 MASK_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
-GROWTHS = (0, 1, 2)
-DEFAULTS = {"seed_threshold": 0.7, "mask_threshold": 0.5, "min_seed": 4, "grow": 0}
+DEFAULTS = {"seed_threshold": 0.7, "mask_threshold": 0.5, "min_seed": 4}
 
 
 def split_objects(probs: np.ndarray, boundary_class: int, seed_threshold: float,
-                  mask_threshold: float, min_seed: int = 4, grow: int = 0) -> Instances:
+                  mask_threshold: float, min_seed: int = 4) -> Instances:
     """Objects (2D or 3D) from class probabilities (K, *spatial) whose class `boundary_class`
     is the object rim (and any after it, the contacts) and 1..boundary_class-1 the object
     classes."""
-    ids = _watershed(probs, boundary_class, seed_threshold, mask_threshold, min_seed)
-    return _classified(expand_labels(ids, grow) if grow else ids, probs[1:boundary_class])
-
-
-def _watershed(probs: np.ndarray, boundary_class: int, seed_threshold: float,
-               mask_threshold: float, min_seed: int) -> np.ndarray:
-    """Steps 1 to 3: the object ids (int64, 0 for background)."""
-    interior = probs[1:boundary_class].sum(axis=0)
+    objects = probs[1:boundary_class]
+    interior = objects.sum(axis=0)
     mask = probs[0] < 1 - mask_threshold
     structure = ndimage.generate_binary_structure(interior.ndim, 1)
     seeds, count = ndimage.label((interior > seed_threshold) & mask, structure=structure)
     if count:
         sizes = np.bincount(seeds.ravel())
         seeds[sizes[seeds] < min_seed] = 0
-    return watershed(-interior, seeds, mask=mask).astype(np.int64)  # seedless regions stay 0
+    ids = watershed(-interior, seeds, mask=mask)  # mask regions without a seed stay 0
+    return _classified(ids.astype(np.int64), objects)
 
 
 def _classified(ids: np.ndarray, objects: np.ndarray) -> Instances:
@@ -77,24 +66,20 @@ def _classified(ids: np.ndarray, objects: np.ndarray) -> Instances:
 
 def choose(probabilities: Sequence[np.ndarray], references: Sequence[Instances],
            boundary_class: int, min_seed: int = DEFAULTS["min_seed"]) -> dict[str, Any]:
-    """The seed and mask thresholds and the growth with the best mean DSB score over the
-    validation cases, with every trial's score."""
-    scores: dict[tuple[float, float, int], list[float]] = {}
+    """The seed and mask thresholds with the best mean DSB score over the validation cases,
+    with every trial's score."""
+    trials = []
     for seed, mask in product(SEED_THRESHOLDS, MASK_THRESHOLDS):
-        for p, ref in zip(probabilities, references):
-            ids = _watershed(p, boundary_class, seed, mask, min_seed)
-            for grow in GROWTHS:
-                found = expand_labels(ids, grow) if grow else ids
-                scores.setdefault((seed, mask, grow), []).append(
-                    dsb_score(iou_matrix(found, ref.ids, ref.ignore)))
-    trials = [{"seed_threshold": seed, "mask_threshold": mask, "grow": grow,
-               "validation_dsb_score": float(np.mean(values))}
-              for (seed, mask, grow), values in scores.items()]
-    best = max(trials, key=lambda t: t["validation_dsb_score"]) if trials else {
+        scores = [dsb_score(iou_matrix(split_objects(p, boundary_class, seed, mask,
+                                                     min_seed).ids, ref.ids, ref.ignore))
+                  for p, ref in zip(probabilities, references)]
+        trials.append({"seed_threshold": seed, "mask_threshold": mask,
+                       "validation_dsb_score": float(np.mean(scores)) if scores else 0.0})
+    best = max(trials, key=lambda t: t["validation_dsb_score"]) if probabilities else {
         **DEFAULTS, "validation_dsb_score": None}
     return {"seed_threshold": best["seed_threshold"], "mask_threshold": best["mask_threshold"],
-            "grow": best["grow"], "min_seed": min_seed,
-            "validation_dsb_score": best["validation_dsb_score"], "tried": trials}
+            "min_seed": min_seed, "validation_dsb_score": best["validation_dsb_score"],
+            "tried": trials}
 
 
 SCORE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
