@@ -13,7 +13,7 @@ import SimpleITK as sitk
 import tifffile
 from PIL import Image
 
-from seglab.data import io
+from seglab.data import io, write
 from seglab.data.dicom_seg import seg_beside, write_dicom_seg
 from seglab.data.io import (
     atomic_path,
@@ -21,10 +21,9 @@ from seglab.data.io import (
     read_image,
     read_label,
     suffix_of,
-    write_mask,
-    write_probabilities,
     write_text_atomic,
 )
+from seglab.data.write import write_mask, write_probabilities
 from seglab.errors import SeglabError
 
 RNG = np.random.default_rng(0)
@@ -239,12 +238,12 @@ def test_value_map_is_applied_before_writing(tmp_path: Path) -> None:
 def test_value_map_keeps_unnamed_classes_and_widens_only_as_needed(tmp_path: Path) -> None:
     like = read_image(_saved_grey(tmp_path))
     mask = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
-    assert io._mask_array(mask, like, {0: 255, 1: 0}).tolist() == [[255, 0, 2], [2, 0, 255]]
-    assert io._mask_array(mask, like, {0: 255, 1: 0}).dtype == np.uint8
-    assert io._mask_array(mask, like, {2: 300}).dtype == np.uint16
-    assert io._mask_array(mask == 1, like, {1: 7}).tolist() == [[0, 7, 0], [0, 7, 0]]
+    assert write._mask_array(mask, like, {0: 255, 1: 0}).tolist() == [[255, 0, 2], [2, 0, 255]]
+    assert write._mask_array(mask, like, {0: 255, 1: 0}).dtype == np.uint8
+    assert write._mask_array(mask, like, {2: 300}).dtype == np.uint16
+    assert write._mask_array(mask == 1, like, {1: 7}).tolist() == [[0, 7, 0], [0, 7, 0]]
     with pytest.raises(ValueError, match="16 bits"):
-        io._mask_array(mask, like, {1: 70000})
+        write._mask_array(mask, like, {1: 70000})
 
 
 def _saved_grey(tmp_path: Path) -> Path:

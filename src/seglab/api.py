@@ -267,7 +267,7 @@ def explain(run: str | Path, inputs: list[str | Path], out: str | Path,
             class_name: str | None = None, method: str = "gradcam") -> list[Path]:
     """`seglab explain`: class activation maps (Grad-CAM, Grad-CAM++ or HiResCAM through
     pytorch-grad-cam) of a semantic run's foreground classes (or `class_name`) for each input,
-    written as `seglab.data.io.write_maps` writes maps (`seglab.explain`)."""
+    written as `seglab.data.write.write_maps` writes maps (`seglab.explain`)."""
     from seglab.explain import explain_files  # opencv only when asked for
 
     return explain_files(Run.open(run), inputs, Path(out), class_name, method)

@@ -20,7 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from seglab.data.io import mask_path, output_folder
+from seglab.data.io import output_folder
+from seglab.data.write import mask_path
 from seglab.data.sequences import input_frames, read_frames
 from seglab.device import Precision
 from seglab.errors import SeglabError

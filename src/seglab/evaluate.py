@@ -13,8 +13,8 @@ import numpy as np
 from seglab import postprocess
 from seglab.case import Case
 from seglab.data.inspect import inspect_dataset
-from seglab.data.io import (IMAGE_SUFFIXES, read_label, read_label_with_spacing, suffix_of,
-                            write_mask)
+from seglab.data.io import IMAGE_SUFFIXES, read_label, read_label_with_spacing, suffix_of
+from seglab.data.write import write_mask
 from seglab.data.layouts import IGNORE_INDEX, Dataset, find_dataset
 from seglab.data.loading import load_case, map_label_values
 from seglab.device import Precision

@@ -22,7 +22,8 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM
 
 from seglab.case import Case
 from seglab.data.display import display_rgb
-from seglab.data.io import atomic_path, output_folder, write_maps
+from seglab.data.io import atomic_path, output_folder
+from seglab.data.write import write_maps
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.infer import Ensemble, load_model

@@ -17,7 +17,8 @@ from seglab.measure import index_to_world, measure_mask, write_measurements
 from seglab.models.mask_rcnn import build_mask_rcnn
 from seglab.case import Case
 from seglab.data.dicom_seg import seg_beside
-from seglab.data.io import output_folder, write_maps, write_mask, write_probabilities
+from seglab.data.io import output_folder
+from seglab.data.write import write_maps, write_mask, write_probabilities
 from seglab.data.layouts import IGNORE_INDEX
 from seglab.data.loading import load_case
 from seglab.device import Precision

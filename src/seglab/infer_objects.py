@@ -16,7 +16,8 @@ from seglab import instance_split, measure
 from seglab.case import Case
 from seglab.data.dicom_seg import seg_beside
 from seglab.data.instances import Instances, renumbered
-from seglab.data.io import output_folder, write_mask, write_text_atomic
+from seglab.data.io import output_folder, write_text_atomic
+from seglab.data.write import write_mask
 from seglab.data.loading import load_case
 from seglab.device import Precision
 from seglab.errors import SeglabError

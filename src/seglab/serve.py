@@ -33,7 +33,8 @@ from fastapi.responses import HTMLResponse
 from seglab.case import Case
 from seglab.data.dicom_seg import seg_beside
 from seglab.data.display import display_rgb
-from seglab.data.io import read_image, suffix_of, write_mask
+from seglab.data.io import read_image, suffix_of
+from seglab.data.write import write_mask
 from seglab.device import Precision
 from seglab.errors import SeglabError
 from seglab.infer import (load_model, output_value_map, postprocessing_steps, predict_case,

@@ -18,7 +18,8 @@ from seglab.classical import create
 from seglab.classical.base import Segmenter, remembering_responses
 from seglab.classical.fit import Fitted, fit_method, spread
 from seglab.data.inspect import inspect_dataset
-from seglab.data.io import output_folder, read_image, write_mask, write_text_atomic
+from seglab.data.io import output_folder, read_image, write_text_atomic
+from seglab.data.write import write_mask
 from seglab.data.layouts import Dataset, find_dataset
 from seglab.data.loading import load_case
 from seglab.errors import SeglabError

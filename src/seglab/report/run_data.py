@@ -138,7 +138,7 @@ class Shown:
 
 
 def prediction_files(folder: Path) -> dict[str, Path]:
-    """The run's predicted masks by file stem (as `seglab.data.io.write_mask` names them)."""
+    """The run's predicted masks by file stem (as `seglab.data.write.write_mask` names them)."""
     if not folder.is_dir():
         return {}
     return {p.name[: -len(suffix_of(p))]: p for p in sorted(folder.iterdir())
