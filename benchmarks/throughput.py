@@ -19,16 +19,26 @@ The inputs:
   - 3D: 20 MSD Hippocampus volumes (the first 20 test cases of examples/splits), NIfTI;
   - large: one 8000 x 8000 grey PNG, a mosaic of the ISBI test slices, through the ISBI network
     without mirroring, once per row, seglab and MONAI only (nnU-Net's predictor left out to keep
-    the run short): what it measures is memory against the image's size.
-The networks are the same size on all three sides: seglab's run for the dataset (the 30-minute
-defaults run of benchmarks/real_data.py where it exists, else `seglab train --minutes 5`), nnU-Net
+    the run short): what it measures is memory against the image's size;
+  - brats: the 2 test volumes of examples/brats2015.yaml (DeepMedic's BraTS 2015 subset, FLAIR
+    and T1c): for seglab and MONAI one 4D NIfTI per case (both channels), with the brain masks
+    given to `seglab predict --roi` as the run was trained inside them; for nnU-Net a file per
+    channel (CASE_0000, CASE_0001). MONAI's row normalises the whole volume (no ROI). Only the
+    rows without mirroring: seglab plans none on a CPU, and nnU-Net's defaults would run 8
+    passes per window where --disable_tta runs one.
+The networks are the same size on all three sides: seglab's run for the dataset (a 30-minute
+defaults run of benchmarks/real_data.py or time_to_accuracy.py where one exists, else
+`seglab train --minutes 5`; for BraTS the default plan's network, `--set epochs=5`), nnU-Net
 with its own plans for the data, edited to that network (stages, widths, kernels, strides, patch
 and batch, a documented nnU-Net practice) and trained for its 1-epoch trainer
-(`nnUNetTrainer_1epoch`, so that its masks look like masks), and MONAI's sliding-window inferer
-running seglab's network and weights.
+(`nnUNetTrainer_1epoch`, so that its masks look like masks; for BraTS, whose 250 iterations would
+take long on a CPU, its default trainer for 5 minutes), and MONAI's sliding-window inferer running
+seglab's network and weights.
 
 Rows:
-  - seglab predict, as planned (mirroring as the plan says), and with --tta off;
+  - seglab predict, as planned (mirroring as the plan says), with --tta off, and with
+    --compile on (torch.compile, off by default on a CPU: each row's first run compiles into an
+    empty cache, its later runs find it filled);
   - nnUNetv2_predict with its defaults (mirroring along every axis combination: 4 passes in 2D, 8 in
     3D; 3 preprocessing and 3 export processes), and with --disable_tta;
   - MONAI: LoadImage, per-image z-score, `sliding_window_inference` (Gaussian, overlap 0.5, batch
@@ -39,22 +49,21 @@ Rows:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 import psutil
 from common import ROOT, machine, write_section
+from nnunet_driver import BRATS, BRATS_CHANNELS, SHARED, NnUNet
 
-SHARED = ROOT.parent / "shared" / "datasets"
 WORK = ROOT / "runs" / "benchmarks" / "throughput"
 DATASETS = {
     "isbi2012": {"id": 601, "config": "2d", "yaml": "isbi2012.yaml", "count": 100},
@@ -62,7 +71,17 @@ DATASETS = {
                     "count": 20},
     # one 8000 x 8000 image through the ISBI 2012 networks: memory against the image's size
     "large": {"id": 601, "config": "2d", "yaml": "isbi2012.yaml", "count": 1, "model": "isbi2012",
-              "tta": "off", "repeats": 1},
+              "rows": ("seglab predict --tta off", "MONAI sliding_window_inference"),
+              "repeats": 1},
+    # 2 channels inside a brain mask. seglab: the default plan's network (a 5-minute budget
+    # would plan a 28³ patch that no user's BraTS run has), trained for 5 of its 50 epochs;
+    # nnU-Net's 1-epoch trainer (250 iterations) would take long here on a CPU, so its default
+    # trainer runs for 5 minutes instead. The rows without mirroring only: seglab plans none on
+    # a CPU, and nnU-Net's default mirroring runs 8 passes per window where --disable_tta runs 1
+    "brats": {"id": 605, "config": "3d_fullres", "yaml": "brats2015.yaml", "count": 2,
+              "train": ["--set", "epochs=5"], "nnunet_minutes": 5,
+              "rows": ("seglab predict (as planned)", "seglab predict --compile on",
+                       "nnUNetv2_predict --disable_tta", "MONAI sliding_window_inference")},
 }
 
 
@@ -82,13 +101,14 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown {', '.join(sorted(unknown))}: "
                      f"expected some of {', '.join(DATASETS)}")
-    results = {name: measure(name, repeats) for name in args.names or DATASETS}
-    text = section(results, repeats)
-    print(text)
     if not args.quick:
-        write_section("throughput", "end_to_end", text)
-    for name in results:  # measured and reported: the next run measures afresh
-        (WORK / name / "timings.json").unlink()
+        write_section("throughput", "end_to_end", HEADER)
+    for name in args.names or DATASETS:  # each written when measured, its machine named
+        text = section(name, measure(name, repeats), repeats)
+        print(text)
+        if not args.quick:
+            write_section("throughput", name, text)
+        (WORK / name / "timings.json").unlink()  # measured and reported: measured afresh next
 
 
 def measure(name: str, repeats: int) -> dict:
@@ -96,42 +116,59 @@ def measure(name: str, repeats: int) -> dict:
     model = spec.get("model", name)
     inputs = write_inputs(name, WORK / name / "inputs", spec["count"])
     run = seglab_run(model, WORK / model)
-    nnunet = NnUNet(WORK / model / "nnunet", spec["id"], model, spec["config"])
-    nnunet.prepare(run, model)
+    trainer = "nnUNetTrainer" if spec.get("nnunet_minutes") else "nnUNetTrainer_1epoch"
+    nnunet = NnUNet(WORK / model / "nnunet", spec["id"], model, spec["config"], trainer)
+    nnunet.prepare(run, model, spec.get("nnunet_minutes"))
     out = WORK / name / "outputs"
-    seglab = [sys.executable, "-m", "seglab", "predict", str(run), str(inputs), "--out", str(out)]
-    nnunet_predict = nnunet.predict_command(inputs, out)
+    seglab = [sys.executable, "-m", "seglab", "predict", str(run), str(inputs.seglab), "--out",
+              str(out), *(["--roi", str(inputs.roi)] if inputs.roi else [])]
+    nnunet_predict = nnunet.predict_command(inputs.nnunet, out)
     rows = {
         "seglab predict (as planned)": seglab,
         "seglab predict --tta off": seglab + ["--tta", "off"],
+        "seglab predict --compile on": seglab + ["--compile", "on"],
         "nnUNetv2_predict (defaults)": nnunet_predict,
         "nnUNetv2_predict --disable_tta": nnunet_predict + ["--disable_tta"],
         "MONAI sliding_window_inference": [sys.executable, __file__, "--monai-worker", str(run),
-                                           str(inputs), str(out)],
+                                           str(inputs.seglab), str(out)],
     }
-    if spec.get("tta") == "off":  # the large image: seglab's memory against MONAI's inferer
-        rows = {label: command for label, command in rows.items()
-                if label.startswith("seglab") and "tta" in label or "MONAI" in label}
+    rows = {label: rows[label] for label in spec.get("rows", rows)}
     done = WORK / name / "timings.json"  # rows measured before an interruption
     timings = json.loads(done.read_text()) if done.is_file() else {}
+    compiled = WORK / name / "inductor"  # torch.compile's cache: empty for the row's first run
+    env = {**nnunet.env, "TORCHINDUCTOR_CACHE_DIR": str(compiled)}
     for label, command in rows.items():
         if label in timings:
             continue
-        timings[label] = [timed(command, out, nnunet.env, spec["count"])
+        shutil.rmtree(compiled, ignore_errors=True)
+        timings[label] = [timed(command, out, env, spec["count"])
                           for _ in range(min(repeats, spec.get("repeats", repeats)))]
-        timings[label].append(timed(command, out, nnunet.env, spec["count"], sample_memory=True))
+        timings[label].append(timed(command, out, env, spec["count"], sample_memory=True))
         print(label, timings[label], flush=True)
         done.write_text(json.dumps(timings, indent=2))
-    return {"rows": timings, "count": spec["count"], "params": parameters(run),
+    return {"rows": {label: timings[label] for label in rows}, "count": spec["count"],
+            "params": parameters(run),
             "nnunet_params": nnunet.parameters(), "run": str(run.relative_to(ROOT)),
             "plan": plan_summary(run)}
 
 
-def write_inputs(name: str, folder: Path, count: int) -> Path:
+@dataclasses.dataclass
+class Inputs:
+    """One benchmark's input folders: seglab's (and MONAI's), nnU-Net's (CASE_0000.ext, one file
+    per channel), and the regions of interest for `seglab predict --roi` where the run has them."""
+    seglab: Path
+    nnunet: Path
+    roi: Path | None = None
+
+
+def write_inputs(name: str, folder: Path, count: int) -> Inputs:
     """The benchmark's inputs, named as nnU-Net wants them (CASE_0000.ext): new PNGs in 2D,
-    links to the shared volumes in 3D."""
+    links to the shared volumes in 3D; for BraTS, seglab's 4D NIfTI of both channels beside
+    nnU-Net's file per channel, and the brain masks."""
+    if name == "brats":
+        return _write_brats_inputs(folder, count)
     if folder.is_dir() and len(list(folder.iterdir())) == count:
-        return folder
+        return Inputs(folder, folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     from PIL import Image
@@ -153,19 +190,42 @@ def write_inputs(name: str, folder: Path, count: int) -> Path:
         images = SHARED / "MSD_Task04_Hippocampus" / "TrainingSet" / "images"
         for case_id in sorted(split["test"])[:count]:
             (folder / f"{case_id}_0000.nii.gz").symlink_to(images / f"{case_id}.nii.gz")
-    return folder
+    return Inputs(folder, folder)
+
+
+def _write_brats_inputs(folder: Path, count: int) -> Inputs:
+    """The test cases of examples/brats2015.yaml (DeepMedic's test/ folder)."""
+    import nibabel as nib
+
+    inputs = Inputs(folder / "seglab", folder / "nnunet", folder / "roi")
+    if inputs.seglab.is_dir() and len(list(inputs.seglab.iterdir())) == count:
+        return inputs
+    shutil.rmtree(folder, ignore_errors=True)
+    for path in (inputs.seglab, inputs.nnunet, inputs.roi):
+        path.mkdir(parents=True)
+    for case in sorted((BRATS / "test").iterdir())[:count]:
+        volumes = [nib.load(case / f"{channel}.nii.gz") for channel in BRATS_CHANNELS]
+        stacked = np.stack([np.asarray(v.dataobj, dtype=np.float32) for v in volumes], axis=-1)
+        nib.save(nib.Nifti1Image(stacked, volumes[0].affine, volumes[0].header),
+                 inputs.seglab / f"{case.name}.nii.gz")
+        for k, channel in enumerate(BRATS_CHANNELS):
+            (inputs.nnunet / f"{case.name}_{k:04d}.nii.gz").symlink_to(case / f"{channel}.nii.gz")
+        (inputs.roi / f"{case.name}.nii.gz").symlink_to(case / "brainmask.nii.gz")
+    return inputs
 
 
 def seglab_run(name: str, folder: Path) -> Path:
-    """The defaults run of benchmarks/real_data.py, else one trained here for 5 minutes."""
-    made = ROOT / "runs" / "benchmarks" / "real_data" / name / "seglab"
-    if (made / "checkpoints").is_dir():
-        return made
+    """A 30-minute defaults run of benchmarks/real_data.py or time_to_accuracy.py, else one
+    trained here for 5 minutes (or as the dataset's "train" arguments say)."""
+    made = [ROOT / "runs" / "benchmarks" / "real_data" / name / "seglab",
+            ROOT / "runs" / "benchmarks" / "time_to_accuracy" / name / "seglab" / "run"]
+    if found := next((run for run in made if (run / "checkpoints").is_dir()), None):
+        return found
     run = folder / "seglab"
     if not (run / "checkpoints").is_dir():
         subprocess.run([sys.executable, "-m", "seglab", "train",
                         str(ROOT / "examples" / DATASETS[name]["yaml"]), "--out", str(run),
-                        "--minutes", "5"], check=True)
+                        *DATASETS[name].get("train", ["--minutes", "5"])], check=True)
     return run
 
 
@@ -232,109 +292,6 @@ def plan_summary(run: Path) -> str:
             f"{plan.inference.get('mirror_axes')}")
 
 
-class NnUNet:
-    """nnU-Net v2 driven through its own command-line tools, in a folder of its own."""
-
-    def __init__(self, folder: Path, dataset_id: int, name: str, config: str,
-                 trainer: str = "nnUNetTrainer_1epoch"):
-        self.folder, self.id, self.config = folder, dataset_id, config
-        self.dataset = f"Dataset{dataset_id}_{name}"
-        self.env = {**os.environ, "nnUNet_raw": str(folder / "raw"),
-                    "nnUNet_preprocessed": str(folder / "preprocessed"),
-                    "nnUNet_results": str(folder / "results")}
-        self.trainer = trainer
-        self.model = (folder / "results" / self.dataset /
-                      f"{self.trainer}__nnUNetPlans__{config}")
-
-    def tool(self, *args: str) -> None:
-        subprocess.run(list(args), env=self.env, check=True, stdout=subprocess.DEVNULL)
-
-    def prepare(self, run: Path, name: str) -> None:
-        """Raw dataset, fingerprint, plans (edited to seglab's network), preprocessing, training
-        for one epoch: each step skipped where its output exists."""
-        if (self.model / "fold_0" / "checkpoint_final.pth").is_file():
-            return
-        raw = self.folder / "raw" / self.dataset
-        write_raw_dataset(raw, name)
-        self.tool("nnUNetv2_extract_fingerprint", "-d", str(self.id))
-        self.tool("nnUNetv2_plan_experiment", "-d", str(self.id))
-        plans_file = self.folder / "preprocessed" / self.dataset / "nnUNetPlans.json"
-        plans = json.loads(plans_file.read_text())
-        match_network(plans["configurations"][self.config], run)
-        plans_file.write_text(json.dumps(plans, indent=2))
-        self.tool("nnUNetv2_preprocess", "-d", str(self.id), "-c", self.config, "-np", "2")
-        self.tool("nnUNetv2_train", str(self.id), self.config, "0", "-tr", self.trainer,
-                  "-device", "cpu")
-
-    def predict_command(self, inputs: Path, out: Path,
-                        checkpoint: str = "checkpoint_final.pth") -> list[str]:
-        return ["nnUNetv2_predict", "-i", str(inputs), "-o", str(out), "-d", str(self.id),
-                "-c", self.config, "-f", "0", "-tr", self.trainer, "-chk", checkpoint,
-                "-device", "cpu"]
-
-    def parameters(self) -> int:
-        import torch
-
-        state = torch.load(self.model / "fold_0" / "checkpoint_final.pth", map_location="cpu",
-                           weights_only=False)  # nnU-Net's own checkpoint, written above
-        # nnU-Net's modules register some parameters under two names: count each tensor once
-        unique = {v.data_ptr(): v.numel() for k, v in state["network_weights"].items()
-                  if "running" not in k and "num_batches" not in k}
-        return sum(unique.values())
-
-
-def match_network(config: dict, run: Path) -> None:
-    """nnU-Net's configuration given seglab's network: stages, widths, kernels, strides, patch and
-    batch (2 convolutions per stage on both sides, instance norm, leaky ReLU)."""
-    from seglab.run import Run
-
-    plan = Run.open(run).plan()
-    model = plan.model
-    dims = plan.dims
-    arch = config["architecture"]["arch_kwargs"]
-    arch.update({"n_stages": len(model["widths"]), "features_per_stage": model["widths"],
-                 "kernel_sizes": model["kernels"], "strides": [[1] * dims, *model["strides"]],
-                 "n_conv_per_stage": [2] * len(model["widths"]),
-                 "n_conv_per_stage_decoder": [2] * (len(model["widths"]) - 1)})
-    config["patch_size"] = list(plan.patch_size)
-    config["batch_size"] = plan.batch_size
-
-
-def write_raw_dataset(raw: Path, name: str, exclude: Collection[str] = ()) -> None:
-    """nnU-Net's raw layout of the dataset's training cases but those in `exclude` (seglab's case
-    ids): links to the shared volumes, or the ISBI slices with their labels as 0/1 PNGs (nnU-Net
-    wants consecutive label values)."""
-    shutil.rmtree(raw, ignore_errors=True)
-    (raw / "imagesTr").mkdir(parents=True)
-    (raw / "labelsTr").mkdir()
-    if name == "isbi2012":
-        from PIL import Image
-
-        source = SHARED / "ISBI2012_membrane" / "train"
-        for path in sorted((source / "image").glob("*.png")):
-            if path.stem in exclude:
-                continue
-            shutil.copy(path, raw / "imagesTr" / f"em_{int(path.stem):03d}_0000.png")
-            label = np.asarray(Image.open(source / "label" / path.name)) == 0  # membrane
-            Image.fromarray(label.astype(np.uint8)).save(
-                raw / "labelsTr" / f"em_{int(path.stem):03d}.png")
-        channels, labels, ending = {"0": "EM"}, {"background": 0, "membrane": 1}, ".png"
-    else:
-        source = SHARED / "MSD_Task04_Hippocampus" / "TrainingSet"
-        for path in sorted((source / "images").glob("*.nii.gz")):
-            case_id = path.name[:-len(".nii.gz")]
-            if case_id in exclude:
-                continue
-            (raw / "imagesTr" / f"{case_id}_0000.nii.gz").symlink_to(path)
-            (raw / "labelsTr" / path.name).symlink_to(source / "labels" / path.name)
-        channels = {"0": "MRI"}
-        labels, ending = {"background": 0, "anterior": 1, "posterior": 2}, ".nii.gz"
-    count = len(list((raw / "labelsTr").iterdir()))
-    (raw / "dataset.json").write_text(json.dumps(
-        {"channel_names": channels, "labels": labels, "numTraining": count,
-         "file_ending": ending}, indent=2))
-
-
 def monai_predict(run_path: Path, inputs: Path, out: Path) -> None:
     """MONAI's inference loop as its tutorials write it, with seglab's network and weights."""
     import torch
@@ -364,35 +321,35 @@ def monai_predict(run_path: Path, inputs: Path, out: Path) -> None:
                   output_dtype=np.uint8, print_log=False)(mask, meta_data=image.meta)
 
 
-def section(results: dict, repeats: int) -> str:
-    lines = ["## End-to-end inference: `seglab predict` against nnU-Net's and MONAI's predictors",
-             "", "Command: `uv run --group bench python benchmarks/throughput.py"
-             + (f" --repeats {repeats}" if repeats != 3 else "") + "` (rows kept from an "
-             "interrupted run with other repeats say so by their count). "
-             f"Machine: {machine()}. Each row: the median of its timed runs, their range in "
-             "brackets, and how many. Each row is one command from its start to its last file "
-             "(Python "
-             "starting, the model loading, every input read, predicted and written); peak "
-             "memory is the largest sum of proportional resident memory (PSS) over its "
-             "processes, from a run of its own. See the "
-             "script's docstring for the inputs and how the networks were matched.", ""]
-    for name, result in results.items():
-        count = result["count"]
-        lines += [f"### {name}: {count} input{'s' if count > 1 else ''}", "",
-                  f"seglab run `{result['run']}`: {result['plan']}; "
-                  f"{result['params'] / 1e6:.2f} M parameters (nnU-Net's network as edited: "
-                  f"{result['nnunet_params'] / 1e6:.2f} M).", "",
-                  "| command | wall s [range] (runs) | inputs / s | peak memory MB |",
-                  "|---|---|---|---|"]
-        for label, runs in result["rows"].items():
-            walls = [r["wall_s"] for r in runs if "wall_s" in r]
-            wall = statistics.median(walls)
-            peak = max(r.get("peak_mb", 0) for r in runs)
-            lines.append(f"| {label} | {wall:.1f} [{min(walls):.1f}–{max(walls):.1f}] "
-                         f"({len(walls)}) | {count / wall:.2f} | {peak} |")
-        lines.append("")
-    return "\n".join(lines) + "\n"
+HEADER = """## End-to-end inference: `seglab predict` against nnU-Net's and MONAI's predictors
 
+Each row is one command from its start to its last file (Python starting, the model loading, every
+input read, predicted and written): the median of its timed runs, their range in brackets, and
+how many (rows kept from an interrupted run with other repeats say so by their count). Peak memory
+is the largest sum of proportional resident memory (PSS) over the command's processes, from a run
+of its own. Each dataset is measured on its own (`benchmarks/throughput.py NAME`), on the machine
+its section names. See the script's docstring for the inputs and how the networks were matched.
+
+"""
+
+
+def section(name: str, result: dict, repeats: int) -> str:
+    count = result["count"]
+    lines = [f"### {name}: {count} input{'s' if count > 1 else ''}", "",
+             f"Command: `uv run --group bench python benchmarks/throughput.py {name}"
+             + (f" --repeats {repeats}" if repeats != 3 else "") + f"`. Machine: {machine()}. "
+             f"seglab run `{result['run']}`: {result['plan']}; "
+             f"{result['params'] / 1e6:.2f} M parameters (nnU-Net's network as edited: "
+             f"{result['nnunet_params'] / 1e6:.2f} M).", "",
+             "| command | wall s [range] (runs) | inputs / s | peak memory MB |",
+             "|---|---|---|---|"]
+    for label, runs in result["rows"].items():
+        walls = [r["wall_s"] for r in runs if "wall_s" in r]
+        wall = statistics.median(walls)
+        peak = max(r.get("peak_mb", 0) for r in runs)
+        lines.append(f"| {label} | {wall:.1f} [{min(walls):.1f}–{max(walls):.1f}] "
+                     f"({len(walls)}) | {count / wall:.3g} | {peak} |")
+    return "\n".join(lines) + "\n\n"
 
 if __name__ == "__main__":
     main()

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from common import ROOT, machine, plot_curves, write_section
-from throughput import NnUNet, write_raw_dataset
+from nnunet_driver import NnUNet, write_raw_dataset
 
 from seglab.data.io import read_label
 from seglab.data.layouts import IGNORE_INDEX, Dataset, find_dataset
