@@ -118,7 +118,9 @@ def measure(name: str, repeats: int) -> dict:
     run = seglab_run(model, WORK / model)
     trainer = "nnUNetTrainer" if spec.get("nnunet_minutes") else "nnUNetTrainer_1epoch"
     nnunet = NnUNet(WORK / model / "nnunet", spec["id"], model, spec["config"], trainer)
-    nnunet.prepare(run, model, spec.get("nnunet_minutes"))
+    with_nnunet = any(label.startswith("nnUNet") for label in spec.get("rows", ["nnUNet"]))
+    if with_nnunet:
+        nnunet.prepare(run, model, spec.get("nnunet_minutes"))
     out = WORK / name / "outputs"
     seglab = [sys.executable, "-m", "seglab", "predict", str(run), str(inputs.seglab), "--out",
               str(out), *(["--roi", str(inputs.roi)] if inputs.roi else [])]
@@ -148,7 +150,8 @@ def measure(name: str, repeats: int) -> dict:
         done.write_text(json.dumps(timings, indent=2))
     return {"rows": {label: timings[label] for label in rows}, "count": spec["count"],
             "params": parameters(run),
-            "nnunet_params": nnunet.parameters(), "run": str(run.relative_to(ROOT)),
+            "nnunet_params": nnunet.parameters() if with_nnunet else None,
+            "run": str(run.relative_to(ROOT)),
             "plan": plan_summary(run)}
 
 
@@ -339,8 +342,9 @@ def section(name: str, result: dict, repeats: int) -> str:
              f"Command: `uv run --group bench python benchmarks/throughput.py {name}"
              + (f" --repeats {repeats}" if repeats != 3 else "") + f"`. Machine: {machine()}. "
              f"seglab run `{result['run']}`: {result['plan']}; "
-             f"{result['params'] / 1e6:.2f} M parameters (nnU-Net's network as edited: "
-             f"{result['nnunet_params'] / 1e6:.2f} M).", "",
+             f"{result['params'] / 1e6:.2f} M parameters" + (
+                 f" (nnU-Net's network as edited: {result['nnunet_params'] / 1e6:.2f} M)"
+                 if result["nnunet_params"] else "") + ".", "",
              "| command | wall s [range] (runs) | inputs / s | peak memory MB |",
              "|---|---|---|---|"]
     for label, runs in result["rows"].items():
