@@ -47,7 +47,7 @@ class NnUNet:
         if (self.model / "fold_0" / "checkpoint_final.pth").is_file():
             return
         raw = self.folder / "raw" / self.dataset
-        write_raw_dataset(raw, name)
+        split = write_raw_dataset(raw, name)
         self.tool("nnUNetv2_extract_fingerprint", "-d", str(self.id))
         self.tool("nnUNetv2_plan_experiment", "-d", str(self.id))
         plans_file = self.folder / "preprocessed" / self.dataset / "nnUNetPlans.json"
@@ -55,10 +55,8 @@ class NnUNet:
         match_network(plans["configurations"][self.config], run)
         plans_file.write_text(json.dumps(plans, indent=2))
         self.tool("nnUNetv2_preprocess", "-d", str(self.id), "-c", self.config, "-np", "2")
-        if name == "brats":  # 4 cases: fewer than nnU-Net's 5 folds, so DeepMedic's split
-            (plans_file.parent / "splits_final.json").write_text(json.dumps([{
-                part: sorted(case.name for case in (BRATS / folder).iterdir())
-                for part, folder in (("train", "train"), ("val", "validation"))}]))
+        if split:  # the dataset's own split as nnU-Net's fold 0, instead of its 5 folds
+            (plans_file.parent / "splits_final.json").write_text(json.dumps([split]))
         if minutes is None:
             self.tool("nnUNetv2_train", str(self.id), self.config, "0", "-tr", self.trainer,
                       "-device", "cpu")
@@ -103,11 +101,14 @@ def match_network(config: dict, run: Path) -> None:
     config["batch_size"] = plan.batch_size
 
 
-def write_raw_dataset(raw: Path, name: str, exclude: Collection[str] = ()) -> None:
+def write_raw_dataset(raw: Path, name: str,
+                      exclude: Collection[str] = ()) -> dict[str, list[str]] | None:
     """nnU-Net's raw layout of the dataset's training cases but those in `exclude` (seglab's case
     ids): links to the shared volumes, or the ISBI slices with their labels as 0/1 PNGs (nnU-Net
     wants consecutive label values). For BraTS, the training and validation cases of
-    examples/brats2015.yaml, Flair as channel 0000 and T1c as 0001."""
+    examples/brats2015.yaml, Flair as channel 0000 and T1c as 0001. Returns the dataset's own
+    train/val split where nnU-Net's 5 folds cannot be drawn (BraTS: 4 cases), else None."""
+    split = None
     shutil.rmtree(raw, ignore_errors=True)
     (raw / "imagesTr").mkdir(parents=True)
     (raw / "labelsTr").mkdir()
@@ -115,6 +116,8 @@ def write_raw_dataset(raw: Path, name: str, exclude: Collection[str] = ()) -> No
         _write_isbi_raw(raw, exclude)
         channels, labels, ending = {"0": "EM"}, {"background": 0, "membrane": 1}, ".png"
     elif name == "brats":
+        split = {part: sorted(case.name for case in (BRATS / folder).iterdir())
+                 for part, folder in (("train", "train"), ("val", "validation"))}
         for case in sorted([*(BRATS / "train").iterdir(), *(BRATS / "validation").iterdir()]):
             for k, channel in enumerate(BRATS_CHANNELS):
                 (raw / "imagesTr" / f"{case.name}_{k:04d}.nii.gz").symlink_to(
@@ -137,6 +140,7 @@ def write_raw_dataset(raw: Path, name: str, exclude: Collection[str] = ()) -> No
     (raw / "dataset.json").write_text(json.dumps(
         {"channel_names": channels, "labels": labels, "numTraining": count,
          "file_ending": ending}, indent=2))
+    return split
 
 
 def _write_isbi_raw(raw: Path, exclude: Collection[str]) -> None:

@@ -455,9 +455,9 @@ def section(args: argparse.Namespace, b: Bench, rows: list[Row], ceiling: dict,
          "policy picks for this device, and for inference torch.compile where it beat eager "
          "(the row says, with the seconds its first call took to compile from an empty cache: "
          "what a user pays the first time, once per input shape, or about 0 s where this run "
-         "compiled the same graph before; seglab's default leaves compile off on the CPU, `--compile on` "
-         "turns it on). (b): the same architecture built by seglab, prepared by its default "
-         "policy, trained by `TrainStep` with Dice + cross-entropy. GFLOP/s: PyTorch's "
+         "compiled the same graph before; seglab's default leaves compile off on the CPU, "
+         "`--compile on` turns it on). (b): the same architecture built by seglab, prepared by "
+         "its default policy, trained by `TrainStep` with Dice + cross-entropy. GFLOP/s: PyTorch's "
          "FlopCounterMode on one forward of the peer (x3 for a training step) times the median "
          "images per second."), ""])
 

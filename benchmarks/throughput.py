@@ -118,9 +118,6 @@ def measure(name: str, repeats: int) -> dict:
     run = seglab_run(model, WORK / model)
     trainer = "nnUNetTrainer" if spec.get("nnunet_minutes") else "nnUNetTrainer_1epoch"
     nnunet = NnUNet(WORK / model / "nnunet", spec["id"], model, spec["config"], trainer)
-    with_nnunet = any(label.startswith("nnUNet") for label in spec.get("rows", ["nnUNet"]))
-    if with_nnunet:
-        nnunet.prepare(run, model, spec.get("nnunet_minutes"))
     out = WORK / name / "outputs"
     seglab = [sys.executable, "-m", "seglab", "predict", str(run), str(inputs.seglab), "--out",
               str(out), *(["--roi", str(inputs.roi)] if inputs.roi else [])]
@@ -135,6 +132,9 @@ def measure(name: str, repeats: int) -> dict:
                                            str(inputs.seglab), str(out)],
     }
     rows = {label: rows[label] for label in spec.get("rows", rows)}
+    with_nnunet = any(label.startswith("nnUNet") for label in rows)
+    if with_nnunet:  # trained only where a row runs its predictor
+        nnunet.prepare(run, model, spec.get("nnunet_minutes"))
     done = WORK / name / "timings.json"  # rows measured before an interruption
     timings = json.loads(done.read_text()) if done.is_file() else {}
     compiled = WORK / name / "inductor"  # torch.compile's cache: empty for the row's first run
@@ -354,6 +354,7 @@ def section(name: str, result: dict, repeats: int) -> str:
         lines.append(f"| {label} | {wall:.1f} [{min(walls):.1f}–{max(walls):.1f}] "
                      f"({len(walls)}) | {count / wall:.3g} | {peak} |")
     return "\n".join(lines) + "\n\n"
+
 
 if __name__ == "__main__":
     main()
