@@ -49,7 +49,7 @@ def test_an_instance_run_chooses_its_thresholds_and_scores_objects(tmp_path: Pat
     assert plan.instances == {"method": "rim_watershed", "rim_class": 2, "contact_width": 1,
                               "contact": False}
     split = run.read_json("instance_split.json")
-    assert len(split["tried"]) == 20 and split["validation_dsb_score"] is not None
+    assert len(split["tried"]) == 30 and split["validation_dsb_score"] is not None
     summary = json.loads((run.path / "evaluation" / "metrics.json").read_text())["summary"]
     assert list(summary["classes"]) == ["nucleus"]  # the rim is the network's class only
     objects = summary["objects"]

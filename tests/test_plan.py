@@ -121,6 +121,18 @@ def test_mirroring_is_planned_on_a_gpu_only() -> None:
     assert make_plan(fp, device="cpu").inference["mirror_axes"] == []
 
 
+def test_quarter_turns_go_with_mirroring_of_square_microscopy_windows_only() -> None:
+    cells = _fingerprint(2, [128, 128], [1.0, 1.0], modality="microscopy")
+    assert make_plan(cells, device="cuda").inference["quarter_turns"]
+    assert not make_plan(cells, device="cpu").inference["quarter_turns"]  # nor mirroring
+    assert not make_plan(cells, {"patch_size": [128, 256]}, device="cuda").inference[
+        "quarter_turns"]
+    scene = _fingerprint(2, [128, 128], [1.0, 1.0], modality="photo")
+    assert not make_plan(scene, device="cuda").inference["quarter_turns"]
+    with pytest.raises(SeglabError, match="turns need square windows"):
+        make_plan(cells, {"patch_size": [128, 256], "inference.quarter_turns": True})
+
+
 @pytest.mark.parametrize(("pair", "field"), [
     ("epochs=abc", "epochs"), ("batch_size=0", "batch_size"), ("model.widths=x", "model.widths"),
     ("optimizer.name=rmsprop", "optimizer.name"), ("optimizer.nam=sgd", "optimizer")])

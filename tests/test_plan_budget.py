@@ -95,6 +95,26 @@ def test_mirroring_is_planned_where_its_passes_are_cheap_for_the_median_case(mon
     assert kept.inference["mirror_axes"] == []
 
 
+def test_square_windows_of_microscopy_turn_where_eight_passes_are_cheap(monkeypatch) -> None:
+    cells = _fingerprint(2, [256, 256], [1.0, 1.0], modality="microscopy")
+    plan = make_plan(cells, {"time_budget_minutes": 30})
+    monkeypatch.setattr(plan_budget, "_timed", _fake_timing({"narrow": 1e-9, "wide": 2e-9}))
+    fitted = fit_to_budget(plan, cells, {"time_budget_minutes"}, CPU)
+    assert fitted.inference["quarter_turns"] and "8 passes" in fitted.inference["tta_reason"]
+    scene = _fingerprint(2, [256, 256], [1.0, 1.0], modality="photo")  # the sky is up
+    assert not fit_to_budget(make_plan(scene, {"time_budget_minutes": 30}), scene,
+                             {"time_budget_minutes"}, CPU).inference["quarter_turns"]
+    wide = fit_to_budget(make_plan(cells, {"time_budget_minutes": 30, "patch_size": [128, 256]}),
+                         cells, {"time_budget_minutes", "patch_size"}, CPU)
+    assert wide.inference["mirror_axes"] == [0, 1] and not wide.inference["quarter_turns"]
+    # 8 passes over the case too slow, 3 not: mirroring alone
+    monkeypatch.setattr(plan_budget, "_timed", _fake_timing({"narrow": 2e-4, "wide": 4e-4}))
+    mirrored = fit_to_budget(plan, cells, {"time_budget_minutes"}, CPU)
+    assert mirrored.inference["mirror_axes"] == [0, 1]
+    assert not mirrored.inference["quarter_turns"]
+    assert "3 passes" in mirrored.inference["tta_reason"]
+
+
 def test_epochs_are_sized_so_that_validation_takes_a_tenth_of_the_budget(monkeypatch) -> None:
     monkeypatch.setattr(plan_budget, "_timed", _fake_timing({"narrow": 2e-6, "wide": 8e-6}))
     fp = _fingerprint(2, [4000, 4000], [1.0, 1.0])

@@ -13,7 +13,7 @@ from seglab.device import Precision
 from seglab import infer
 from seglab.infer import predict_case
 from seglab.preprocess import NormalizedView, normalize
-from seglab.sliding_window import blended_strips
+from seglab.sliding_window import blended_strips, tta_transforms
 from tests.conftest import small_plan
 
 
@@ -59,6 +59,27 @@ def test_mirroring_averages_each_window_with_its_flips_and_can_keep_the_passes_a
     # 36 = 16 + 2 x 8 + 4: the grid is not symmetric, so the mirrored pass is the flipped
     # windows' blend, not the blend of the flipped image
     assert not torch.allclose(passes[1], mirrored_input.flip(2), atol=1e-4)
+    torch.testing.assert_close(mean, passes.mean(0))
+
+
+def test_quarter_turns_are_the_eight_symmetries_of_the_square_each_turned_back() -> None:
+    transforms = tta_transforms(2, [0, 1], quarter_turns=True)
+    assert len(set(transforms)) == 8 and transforms[0] == (0, ())
+    assert tta_transforms(2, [0, 1]) == [(0, ()), (0, (0,)), (0, (1,))]
+    image = np.random.default_rng(2).normal(size=(1, 40, 40)).astype(np.float32)
+    network = _network(2, 1)
+    passes = torch.cat([p for _, p in blended_strips(image, (40, 40), network, overlap=0.5,
+                                                     quarter_turns=True, separate_passes=True)],
+                       dim=2)
+    window = torch.from_numpy(image)[None]
+    for (turns, flip), seen in zip(transforms, passes):
+        dims = [axis + 2 for axis in flip]
+        turned = torch.rot90(window.flip(dims) if dims else window, turns, (-2, -1))
+        expected = torch.rot90(network(turned), -turns, (-2, -1))
+        torch.testing.assert_close(seen, (expected.flip(dims) if dims else expected)[0].detach())
+    assert not torch.allclose(passes[1], passes[0], atol=1e-4)  # the network is no symmetric one
+    mean = torch.cat([p[0] for _, p in blended_strips(image, (40, 40), network, overlap=0.5,
+                                                      quarter_turns=True)], dim=1)
     torch.testing.assert_close(mean, passes.mean(0))
 
 

@@ -85,8 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="onnx: run the exported model (seglab export) with ONNX Runtime")
     predict.add_argument("--tta", default="plan", choices=["plan", "on", "off"],
                          help="test-time mirroring along each axis: 1 + dims passes (3x the time "
-                              "in 2D, 4x in 3D); plan: as planned (on when planned on a GPU), "
-                              "as validation and evaluation scored it")
+                              "in 2D, 4x in 3D), or the square's 8 symmetries where the plan "
+                              "turns windows (microscopy, EM); plan: as planned, as validation "
+                              "and evaluation scored it")
     predict.add_argument("--roi", type=Path, metavar="DIR",
                          help="region-of-interest masks named as the inputs (for a run trained "
                               "inside ROI files; a dataset's own cases find theirs)")

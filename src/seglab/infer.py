@@ -72,7 +72,7 @@ def probability_strips(model: torch.nn.Module, image: WindowSource, plan: Plan,
     """Class probabilities of a prepared (C, *spatial) image, strip by strip along its first
     axis (`seglab.sliding_window.blended_strips`): windows of the patch size overlapping by
     `plan.inference.overlap`, blended with Gaussian weights, each also mirrored along the
-    plan's `mirror_axes`."""
+    plan's `mirror_axes` (or turned through the square's 8 symmetries: `quarter_turns`)."""
     options = plan.inference
 
     def predict(patches: torch.Tensor) -> torch.Tensor:
@@ -83,6 +83,7 @@ def probability_strips(model: torch.nn.Module, image: WindowSource, plan: Plan,
     return blended_strips(image, plan.patch_size, predict, overlap=options["overlap"],
                           blend=options["blend"], batch_size=options["batch_size"],
                           mirror_axes=options.get("mirror_axes") or [],
+                          quarter_turns=options.get("quarter_turns", False),
                           separate_passes=separate_passes, device=precision.device)
 
 

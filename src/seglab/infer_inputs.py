@@ -46,15 +46,18 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 
 def with_tta(plan: Plan, tta: str) -> Plan:
-    """The plan's test-time mirroring ("plan": as planned, and as validation and evaluation
+    """The plan's test-time augmentation ("plan": as planned, and as validation and evaluation
     scored it), or the user's deviation from it: "on" averages the windows mirrored along each
-    spatial axis (1 + dims forward passes: 3x the inference time in 2D, 4x in 3D), "off" none."""
+    spatial axis (1 + dims forward passes: 3x the inference time in 2D, 4x in 3D; or the
+    square's 8 symmetries where the plan turns them), "off" neither."""
     if tta not in ("plan", "on", "off"):
         raise SeglabError(f"--tta {tta}: expected plan, on or off")
     if tta == "plan":
         return plan
     axes = list(range(plan.dims)) if tta == "on" else []
-    return dataclasses.replace(plan, inference={**plan.inference, "mirror_axes": axes})
+    turns = tta == "on" and plan.inference.get("quarter_turns", False)
+    return dataclasses.replace(plan, inference={**plan.inference, "mirror_axes": axes,
+                                                "quarter_turns": turns})
 
 
 def run_inputs(run: Run, inputs: list[str | Path], tta: str = "plan",

@@ -28,7 +28,8 @@ from seglab import models
 from seglab.data.inspect import Fingerprint
 from seglab.device import Precision
 from seglab.models.mask_rcnn import build_mask_rcnn
-from seglab.plan import ENCODER_STRIDE, Plan, pooling_topology
+from seglab.plan import ENCODER_STRIDE, Plan, pooling_topology, quarter_turns_fit
+from seglab.sliding_window import tta_transforms
 
 TARGET_STEPS = 5000  # steps a budgeted run should take: enough for a U-Net to converge
 MIN_BATCH = {2: 8, 3: 2}  # fewest patches per step (nnU-Net's smallest 3D batch is 2)
@@ -38,7 +39,8 @@ MIN_PATCH_SIDE = {2: 64, 3: 16}
 WIDTHS = {"narrow": (16, 256), "wide": (32, 320)}  # first stage, cap (nnU-Net: 32, 320 or 512)
 TIMED_SECONDS = 2.0  # per candidate, after one warm-up step
 TRAINING_SHARE = 0.95  # of the budget: the rest goes to epochs' ends and checkpoints
-# Test-time mirroring costs 1 + dims forward passes; where they take no longer than this for the
+# Test-time mirroring costs 1 + dims forward passes (the square's 8 symmetries, 8); where they
+# take no longer than this for the
 # median case on this machine, it is planned on (nnU-Net always mirrors; on CPUs a large volume
 # would take minutes). CHASE_DB1's 999x960 images take 6 s mirrored here, and gain 0.002 F1.
 MIRROR_SECONDS = 30.0
@@ -109,10 +111,11 @@ def _fit_network(plan: Plan, fp: Fingerprint, overridden: set[str], precision: P
         plan.batch_size = _batch(chosen, plan.dims, seconds)
     steps = int(seconds / (chosen["seconds_per_sample"] * plan.batch_size))
     case_seconds = _median_case_windows(plan, fp) * chosen["seconds_per_window"]
-    if not {"inference", "inference.mirror_axes"} & overridden:
-        _plan_mirroring(plan, case_seconds)
+    if not {"inference", "inference.mirror_axes", "inference.quarter_turns"} & overridden:
+        _plan_mirroring(plan, fp, case_seconds)
     validation_seconds = (_validation_cases(plan, fp) * case_seconds
-                          * (1 + len(plan.inference["mirror_axes"])))
+                          * len(tta_transforms(plan.dims, plan.inference["mirror_axes"],
+                                               plan.inference.get("quarter_turns", False))))
     records = [{k: v for k, v in c.items() if k != "topology"} | {
         "widths": c["topology"].get("widths")} for c in candidates]
     return records, steps, validation_seconds, reason
@@ -177,15 +180,24 @@ def _validation_cases(plan: Plan, fp: Fingerprint) -> int:
     return max(1, round(share * fp.n_cases))
 
 
-def _plan_mirroring(plan: Plan, case_seconds: float) -> None:
-    """Mirroring on every axis where its forward passes over the median case take at most
-    MIRROR_SECONDS (`case_seconds`: one unmirrored pass, its windows at the timed seconds per
-    window)."""
-    seconds = (1 + plan.dims) * case_seconds
-    if seconds <= MIRROR_SECONDS and not plan.inference["mirror_axes"]:
-        plan.inference = {**plan.inference, "mirror_axes": list(range(plan.dims)),
-                          "tta_reason": f"mirroring along every axis: {1 + plan.dims} passes over "
-                                        f"the median case take about {seconds:.2f} s here"}
+def _plan_mirroring(plan: Plan, fp: Fingerprint, case_seconds: float) -> None:
+    """The square's 8 symmetries where the chosen window allows them
+    (`seglab.plan.quarter_turns_fit`), else mirroring on every axis, where their forward passes
+    over the median case take at most MIRROR_SECONDS (`case_seconds`: one plain pass, its windows
+    at the timed seconds per window); a plan mirrored already (on a GPU) turns where it may."""
+    if plan.inference["mirror_axes"]:
+        plan.inference = {**plan.inference, "quarter_turns": quarter_turns_fit(fp, plan)}
+        return
+    for turns in dict.fromkeys([quarter_turns_fit(fp, plan), False]):
+        passes = len(tta_transforms(plan.dims, range(plan.dims), turns))
+        seconds = passes * case_seconds
+        if seconds <= MIRROR_SECONDS:
+            what = "the square's 8 symmetries" if turns else "mirroring along every axis"
+            plan.inference = {**plan.inference, "mirror_axes": list(range(plan.dims)),
+                              "quarter_turns": turns,
+                              "tta_reason": f"{what}: {passes} passes over the median case take "
+                                            f"about {seconds:.2f} s here"}
+            return
 
 
 def _candidates(plan: Plan, fp: Fingerprint, free_patch: bool,

@@ -319,7 +319,8 @@ PLAN = section({
                   "channel_shuffle_probability", "grayscale_probability", "invert_probability")),
     "inference": section({
         "overlap": FRACTION, "blend": choice("gaussian", "constant"), "batch_size": COUNT,
-        "mirror_axes": list_of(AXIS), "tta_reason": STRING}, optional=("tta_reason",)),
+        "mirror_axes": list_of(AXIS), "quarter_turns": BOOLEAN, "tta_reason": STRING},
+        optional=("quarter_turns", "tta_reason")),  # older plans: no quarter turns
     "split": section({
         "val_fraction": FRACTION, "test_fraction": FRACTION, "folds": optional(integer(min=2)),
         "fixed": optional(mapping(choice("train", "val", "test", "unlabeled"),
@@ -353,3 +354,6 @@ def check_plan(data: dict) -> None:
         raise _error("dims", f"missing (expected {DIMS_SPEC.text(0, False)})")
     DIMS_SPEC.check(data["dims"], "dims", 0)  # first: other fields' lengths depend on it
     PLAN.check(data, "", data["dims"])
+    patch = data["patch_size"]
+    if data["inference"].get("quarter_turns") and patch[-1] != patch[-2]:
+        raise _error("inference.quarter_turns", f"turns need square windows; patch_size is {patch}")

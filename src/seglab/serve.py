@@ -131,6 +131,7 @@ class Service:
                 "task": plan.task, "model": plan.model.get("name"),
                 "patch_size": plan.patch_size, "target_spacing": plan.target_spacing,
                 "test_time_mirroring": plan.inference.get("mirror_axes"),
+                "test_time_quarter_turns": plan.inference.get("quarter_turns", False),
                 "instances": plan.instances, "run": self.run.path.name}
 
     def predict(self, case: Case, explain: bool, uncertainty: bool) -> dict[str, Any]:

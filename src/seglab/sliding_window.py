@@ -12,10 +12,13 @@ grows with the window and the image's other axes, not with its length, and the c
 each strip into mask rows before the next is computed. No library offers that, hence this
 module.
 
-Mirroring test-time augmentation is applied per window, as nnU-Net does: each batch of windows
-also goes through the network flipped along each mirror axis, and the flipped outputs are flipped
-back. Blending is linear, so the mean of the passes blended is the blend of the passes' mean; the
-passes are kept apart only where a caller asks for them (the uncertainty maps).
+Test-time augmentation is applied per window, as nnU-Net does: each batch of windows also goes
+through the network flipped along each mirror axis, and the flipped outputs are flipped back.
+With `quarter_turns` (square windows of images whose orientation means nothing: microscopy, EM),
+the passes are instead the 8 symmetries of the square, the windows turned by 0, 90, 180 and 270
+degrees in the plane of their last two axes, each also mirrored (`tta_transforms`). Blending is
+linear, so the mean of the passes blended is the blend of the passes' mean; the passes are kept
+apart only where a caller asks for them (the uncertainty maps).
 """
 
 from __future__ import annotations
@@ -51,11 +54,12 @@ def scan_interval(size: Sequence[int], patch: Sequence[int], overlap: float) -> 
 def blended_strips(source: WindowSource, patch: Sequence[int],
                    predict: Callable[[torch.Tensor], torch.Tensor], *, overlap: float,
                    blend: str = "gaussian", batch_size: int = 4, mirror_axes: Sequence[int] = (),
-                   separate_passes: bool = False, device: torch.device | str = "cpu"
-                   ) -> Iterator[tuple[slice, torch.Tensor]]:
+                   quarter_turns: bool = False, separate_passes: bool = False,
+                   device: torch.device | str = "cpu") -> Iterator[tuple[slice, torch.Tensor]]:
     """(rows, probabilities) along the first spatial axis, in order and covering the image once:
     probabilities (P, K, len(rows), *other spatial) float32 on the CPU, where P is 1 (the mean of
-    the passes) or, with `separate_passes`, the unmirrored pass then one per mirror axis.
+    the passes) or, with `separate_passes`, one per pass of `tta_transforms`, the plain one
+    first.
 
     `predict` maps a batch of windows (B, C, *patch) on `device` to class probabilities
     (B, K, *patch)."""
@@ -63,6 +67,7 @@ def blended_strips(source: WindowSource, patch: Sequence[int],
     padded = tuple(max(n, p) for n, p in zip(spatial, patch))
     low = tuple((p - n) // 2 for n, p in zip(spatial, padded))
     windows = dense_patch_slices(padded, patch, scan_interval(padded, patch, overlap))
+    transforms = tta_transforms(len(patch), mirror_axes, quarter_turns)
     weight = compute_importance_map(tuple(patch), mode=blend, sigma_scale=SIGMA_SCALE,
                                     device=device, dtype=torch.float32)
     sums = weights = None
@@ -75,7 +80,7 @@ def blended_strips(source: WindowSource, patch: Sequence[int],
         group = list(group)
         for batch in (group[i:i + batch_size] for i in range(0, len(group), batch_size)):
             inputs = torch.from_numpy(np.stack([_window(source, w, low) for w in batch]))
-            passes = _passes(predict, inputs.to(device), mirror_axes)
+            passes = _passes(predict, inputs.to(device), transforms)
             if not separate_passes:
                 passes = passes.mean(dim=0, keepdim=True)
             if sums is None:
@@ -102,14 +107,33 @@ def _window(source: WindowSource, window: tuple[slice, ...], low: Sequence[int])
     return out
 
 
+def tta_transforms(dims: int, mirror_axes: Sequence[int] = (), quarter_turns: bool = False
+                   ) -> list[tuple[int, tuple[int, ...]]]:
+    """The test-time passes as (quarter turns in the plane of the last two axes, spatial axes
+    flipped before turning), the plain pass first: one pass per mirror axis, or with
+    `quarter_turns` the 8 symmetries of the square (the 4 turns, then the 4 turns of the image
+    mirrored along its last axis), whatever the mirror axes."""
+    if quarter_turns:
+        return [(k, flip) for flip in ((), (dims - 1,)) for k in range(4)]
+    return [(0, ())] + [(0, (axis,)) for axis in mirror_axes]
+
+
 def _passes(predict: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
-            mirror_axes: Sequence[int]) -> torch.Tensor:
-    """(P, B, K, *patch): the batch's probabilities, then those of each mirrored copy flipped
+            transforms: Sequence[tuple[int, tuple[int, ...]]]) -> torch.Tensor:
+    """(P, B, K, *patch): the batch's probabilities under each transform, turned and flipped
     back."""
-    outputs = [predict(inputs).float()]
-    for axis in mirror_axes:
-        outputs.append(predict(inputs.flip(axis + 2)).float().flip(axis + 2))
+    outputs = []
+    for turns, flip in transforms:
+        dims = [axis + 2 for axis in flip]
+        seen = _turned(inputs.flip(dims) if dims else inputs, turns)
+        back = _turned(predict(seen).float(), -turns)
+        outputs.append(back.flip(dims) if dims else back)
     return torch.stack(outputs)
+
+
+def _turned(tensor: torch.Tensor, turns: int) -> torch.Tensor:
+    """`tensor` turned by `turns` quarter turns in the plane of its last two axes."""
+    return torch.rot90(tensor, turns, (-2, -1)) if turns % 4 else tensor
 
 
 def _shifted(tensor: torch.Tensor, rows: int, axis: int) -> torch.Tensor:

@@ -154,7 +154,8 @@ def _plan(plan: dict[str, Any]) -> str:
             ("foreground oversampling", plan.get("foreground_oversampling")),
             ("seed", plan.get("seed"))]
     inference = plan.get("inference") or {}
-    rows.append(("test-time mirroring", f"axes {inference.get('mirror_axes')}: "
+    turns = ", and quarter turns" if inference.get("quarter_turns") else ""
+    rows.append(("test-time mirroring", f"axes {inference.get('mirror_axes')}{turns}: "
                                         f"{inference.get('tta_reason', 'as the plan says')}"))
     planning = plan.get("planning") or {}
     if "model" in planning:
