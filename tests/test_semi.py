@@ -22,7 +22,7 @@ from seglab.preprocess import Prepared
 from seglab.run import Run, load_checkpoint
 from seglab.run_setup import planned_split
 from seglab.train.sampling import PatchSampler, WithUnlabeled
-from seglab.train.semi import CrossPseudoSupervision, MeanTeacher
+from seglab.train.semi import CrossPseudoSupervision, MeanTeacher, PseudoLabels, strongly_perturbed
 from tests.test_train import TINY_2D, _start_training, kill_after_first_checkpoint
 
 SETTINGS = {"method": "mean_teacher", "weight": 2.0, "rampup_fraction": 0.5, "ema_decay": 0.9,
@@ -68,6 +68,28 @@ def test_the_consistency_is_zero_for_a_teacher_equal_to_the_student_without_nois
         student.bias.add_(1.0)  # the student moves: the term is positive and has a gradient
     value = teacher.consistency(student, images, 1.0)
     assert float(value.detach()) > 0 and value.requires_grad
+
+
+def test_pseudo_labels_teach_the_teachers_confident_labels_on_perturbed_patches() -> None:
+    student = torch.nn.Conv2d(1, 2, 1)
+    with torch.no_grad():  # class 1 where the intensity is positive, confidently where |x| > 0.5
+        student.weight.copy_(torch.tensor([-6.0, 6.0]).view(2, 1, 1, 1))
+        student.bias.zero_()
+    settings = {**SETTINGS, "method": "pseudo_labels", "confidence": 0.95, "weight": 2.0}
+    teacher = PseudoLabels(student, settings)
+    images = torch.linspace(-1, 1, 2 * 8 * 8).view(2, 1, 8, 8)
+    torch.manual_seed(3)
+    value = teacher.consistency(student, images, 1.0)
+    torch.manual_seed(3)
+    perturbed = strongly_perturbed(images, settings["noise"])
+    confident = (images.abs() * 12 >= math.log(0.95 / 0.05))[:, 0]  # softmax of +-6x >= 0.95
+    labels = (images > 0).long()[:, 0]
+    expected = torch.nn.functional.cross_entropy(student(perturbed), labels, reduction="none")
+    assert 0 < confident.float().mean() < 1
+    torch.testing.assert_close(value, 2.0 * (expected * confident).mean())
+    assert value.requires_grad and not torch.equal(perturbed, images)
+    unsure = PseudoLabels(student, {**settings, "confidence": 1.0})  # no pixel is that sure
+    assert float(unsure.consistency(student, images, 1.0).detach()) == 0.0
 
 
 def _case(name: str, value: float, label: int) -> Prepared:
@@ -186,6 +208,20 @@ def test_each_cross_pseudo_supervised_network_learns_the_others_hard_labels() ->
     assert student.bias.grad.abs().sum() > 0 and partner.bias.grad.abs().sum() > 0
     assert cps.trained_parameters() == list(partner.parameters())
     assert cps.validated(student) is student
+
+
+def test_a_pseudo_label_run_trains_validates_with_its_teacher_and_logs_the_term(
+        png_dataset: Path, tmp_path: Path) -> None:
+    ids = [c.case_id for c in find_dataset(png_dataset).cases]
+    run = api.train(png_dataset, tmp_path / "run", {
+        **TINY_2D, "epochs": 1, "semi_supervised.method": "pseudo_labels",
+        "semi_supervised.confidence": 0.5, "split.fixed": {"unlabeled": ids[:6]}},
+        progress=False, evaluate=False)
+    last = load_checkpoint(run.checkpoints / "last.pt")
+    best = load_checkpoint(run.checkpoints / "best.pt")["model"]
+    for name, weights in last["teacher"]["teacher"].items():  # the teacher validates
+        torch.testing.assert_close(best[name], weights)
+    assert run.log()[-1]["consistency_loss"] > 0
 
 
 def test_cross_pseudo_supervision_trains_both_networks_and_keeps_the_partner(

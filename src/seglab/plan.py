@@ -46,9 +46,11 @@ ADVERSARIAL_DEFAULTS = {"weight": 0.0, "lr": 2e-4, "width": 32}
 # (decay `ema_decay`, each under Gaussian `noise`), ramped up over the first `rampup_fraction`
 # of training; "cross_pseudo_supervision" (Chen et al. 2021) trains a second network beside the
 # first, each learning the other's hard labels on the unlabelled images (`weight`, the same
-# ramp-up); "none" ignores the unlabelled images.
+# ramp-up); "pseudo_labels" teaches the student the mean teacher's labels where the teacher's
+# probability reaches `confidence`, on strongly perturbed copies; "none" ignores the unlabelled
+# images.
 SEMI_SUPERVISED_DEFAULTS = {"method": "none", "weight": 1.0, "rampup_fraction": 0.25,
-                            "ema_decay": 0.99, "noise": 0.1}
+                            "ema_decay": 0.99, "noise": 0.1, "confidence": 0.95}
 # AdamW under the poly schedule with nnU-Net's gradient clipping; `momentum` and `nesterov` are
 # read when `name` is sgd (nnU-Net's 0.99, Nesterov). See `seglab.train.optim`.
 OPTIMIZER_DEFAULTS = {"name": "adamw", "lr": 3e-3, "weight_decay": 1e-4, "momentum": 0.99,

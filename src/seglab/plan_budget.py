@@ -51,8 +51,10 @@ MAX_VALIDATIONS = 25
 # A semi-supervised step against a supervised one. Mean teacher: the student's forward and
 # backward on twice the patches, and the teacher's forward (a third of a training step) on half
 # of them; measured on ISBI 2012 in 8 minutes: 1499 mean-teacher steps against 3455 supervised
-# ones (2.3x). Cross pseudo supervision: two networks' forward and backward on twice the patches.
-SEMI_SUPERVISED_COST = {"none": 1.0, "mean_teacher": 7 / 3, "cross_pseudo_supervision": 4.0}
+# ones (2.3x); pseudo-labels cost the same. Cross pseudo supervision: two networks' forward and
+# backward on twice the patches.
+SEMI_SUPERVISED_COST = {"none": 1.0, "mean_teacher": 7 / 3, "pseudo_labels": 7 / 3,
+                        "cross_pseudo_supervision": 4.0}
 
 
 def fit_to_budget(plan: Plan, fp: Fingerprint, overridden: set[str],

@@ -1,4 +1,4 @@
-"""Learning from images without masks, two ways (plan field `semi_supervised.method`).
+"""Learning from images without masks, three ways (plan field `semi_supervised.method`).
 
 The mean teacher (Tarvainen & Valpola, NeurIPS 2017), as semi-supervised medical segmentation
 uses it (Perone & Cohen-Adad 2018; Yu et al., MICCAI 2019). The teacher is the exponential
@@ -9,6 +9,14 @@ first `rampup_fraction` of training), joins the supervised loss; the teacher get
 and follows the student after each optimiser step. Validation and best.pt use the teacher, whose
 averaged weights predict better than the student's.
 
+Pseudo-labels (`pseudo_labels`): the weak-to-strong consistency of FixMatch (Sohn et al., NeurIPS
+2020) as semi-supervised segmentation uses it (UniMatch, Yang et al., CVPR 2023), with the mean
+teacher as the labeller. The teacher labels each unlabelled patch (argmax of its probabilities);
+the student learns those labels by cross-entropy on a more strongly perturbed copy (its own
+contrast, brightness and noise per patch), only where the teacher's probability reaches
+`confidence`. Unlike the mean teacher's squared difference of probabilities, which stays a
+hundredth of the supervised loss, this term is a cross-entropy of the supervised loss's size.
+
 Cross pseudo supervision (Chen et al., CVPR 2021): a partner network of the same architecture,
 initialised apart, learns beside the first from the same labelled batches; on the unlabelled
 patches each also learns, by cross-entropy, the other's hard labels (argmax, no gradient through
@@ -16,7 +24,7 @@ them), weighted by the same ramp-up. One optimiser trains both; validation, best
 prediction use the first. (The paper also crosses the labelled batches; here the supervised loss
 alone teaches those.)
 
-Both have one interface for the training loop: `term` (the loss added to the supervised one, and
+All three have one interface for the training loop: `term` (the loss added to the supervised one, and
 the part of it logged as the consistency), `update` after each optimiser step, the parameters
 the optimiser trains beside the model's, the network that validates, and a checkpoint entry
 under `KEY`. Written here rather than taken from a library: MONAI and smp have no
@@ -46,11 +54,13 @@ def rampup_weight(settings: dict[str, Any], fraction: float) -> float:
 
 def semi_supervision(settings: dict[str, Any], student: torch.nn.Module,
                      build_partner: Callable[[], torch.nn.Module],
-                     loss_fn: torch.nn.Module) -> MeanTeacher | CrossPseudoSupervision:
+                     loss_fn: torch.nn.Module) -> Semi:
     """The plan's method for `student` (`build_partner` makes cross pseudo supervision's second
     network, `loss_fn` its supervised loss)."""
     if settings["method"] == "mean_teacher":
         return MeanTeacher(student, settings)
+    if settings["method"] == "pseudo_labels":
+        return PseudoLabels(student, settings)
     return CrossPseudoSupervision(build_partner(), settings, loss_fn)
 
 
@@ -120,6 +130,36 @@ class MeanTeacher:
         self.updates = state["updates"]
 
 
+class PseudoLabels(MeanTeacher):
+    """The mean teacher's confident hard labels taught to the student on strongly perturbed
+    patches (plan.semi_supervised: `confidence`, `noise`, `weight`, `ema_decay`)."""
+
+    def consistency(self, student: torch.nn.Module, images: torch.Tensor,
+                    fraction: float) -> torch.Tensor:
+        """weight(fraction) x the student's cross-entropy against the teacher's labels, over the
+        pixels where the teacher is confident (the others count as zero, as FixMatch counts
+        them)."""
+        spatial = images[:, 0]
+        with torch.no_grad():
+            probabilities = torch.softmax(main_output(self.teacher(images), spatial).float(),
+                                          dim=1)
+            confidence, labels = probabilities.max(dim=1)
+            kept = (confidence >= self.settings["confidence"]).float()
+        logits = main_output(student(strongly_perturbed(images, self.settings["noise"])),
+                             spatial).float()
+        loss = F.cross_entropy(logits, labels, reduction="none")
+        return self.weight(fraction) * (loss * kept).mean()
+
+
+def strongly_perturbed(images: torch.Tensor, noise: float) -> torch.Tensor:
+    """Each patch with its own contrast (x 0.7..1.3), brightness (+-0.3) and Gaussian noise (3 x
+    `noise` standard deviations), on the z-scored intensities."""
+    shape = (images.shape[0],) + (1,) * (images.dim() - 1)
+    contrast = torch.empty(shape, device=images.device).uniform_(0.7, 1.3)
+    brightness = torch.empty(shape, device=images.device).uniform_(-0.3, 0.3)
+    return images * contrast + brightness + 3 * noise * torch.randn_like(images)
+
+
 class CrossPseudoSupervision:
     """The partner network and the cross pseudo-label term (plan.semi_supervised: `weight`,
     `rampup_fraction`)."""
@@ -164,4 +204,4 @@ class CrossPseudoSupervision:
         self.partner.load_state_dict(state["partner"])
 
 
-Semi = MeanTeacher | CrossPseudoSupervision
+Semi = MeanTeacher | PseudoLabels | CrossPseudoSupervision
