@@ -1,6 +1,6 @@
 """What unlabelled images buy: the same model, budget and labelled cases, trained with and without
-the images whose masks it never sees (the mean teacher, cross pseudo supervision); written into
-BENCHMARKS.md.
+the images whose masks it never sees (the mean teacher, pseudo-labels, cross pseudo
+supervision); written into BENCHMARKS.md.
 
     uv run python benchmarks/semi_supervised.py isbi2012 chasedb1 --minutes 10
 
@@ -48,7 +48,8 @@ SETUPS = {
 }
 
 
-METHODS = {"mean teacher": "mean_teacher", "cross pseudo supervision": "cross_pseudo_supervision"}
+METHODS = {"mean teacher": "mean_teacher", "pseudo-labels": "pseudo_labels",
+           "cross pseudo supervision": "cross_pseudo_supervision"}
 
 
 def arms(name: str, count: int) -> dict[str, dict[str, Any]]:
