@@ -41,7 +41,8 @@ TIMED_SECONDS = 2.0  # per candidate, after one warm-up step
 TRAINING_SHARE = 0.95  # of the budget: the rest goes to epochs' ends and checkpoints
 # Test-time mirroring costs 1 + dims forward passes (the square's 8 symmetries, 8); where they
 # take no longer than this for the median case on this machine, it is planned on (nnU-Net always
-# mirrors; on CPUs a large volume would take minutes). CHASE_DB1's 999x960 images take 6 s mirrored here, and gain 0.002 F1.
+# mirrors; on CPUs a large volume would take minutes). CHASE_DB1's 999x960 images take 6 s
+# mirrored here, and gain 0.002 F1.
 MIRROR_SECONDS = 30.0
 # Validating whole cases after every epoch is time the budget does not count: the epochs are
 # sized so that all validations together take about this share of the budget (at most
