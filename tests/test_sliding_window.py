@@ -13,7 +13,8 @@ from seglab.device import Precision
 from seglab import infer
 from seglab.infer import predict_case
 from seglab.preprocess import NormalizedView, normalize
-from seglab.sliding_window import blended_strips, tta_transforms
+from seglab.plan import tta_transforms
+from seglab.sliding_window import blended_strips
 from tests.conftest import small_plan
 
 

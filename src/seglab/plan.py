@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,7 +241,7 @@ def _loss(overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 def quarter_turns_fit(fp: Fingerprint, plan: Plan) -> bool:
     """Whether test-time passes may also turn the windows by quarter turns (the 8 symmetries of
-    the square, `seglab.sliding_window.tta_transforms`, in place of 1 + dims mirror passes):
+    the square, `tta_transforms`, in place of 1 + dims mirror passes):
     square 2D windows of images whose orientation means nothing (microscopy, EM), trained with
     rotations through the whole circle. Against the 3 mirror passes, on the same weights: +0.016
     and +0.009 test DSB score on two DSB2018 runs (thresholds chosen on validation each time),
@@ -249,6 +250,17 @@ def quarter_turns_fit(fp: Fingerprint, plan: Plan) -> bool:
     return (plan.dims == 2 and fp.modality.lower() in ORIENTATION_FREE
             and plan.augmentation["rotate_degrees"] >= 180
             and plan.patch_size[0] == plan.patch_size[1])
+
+
+def tta_transforms(dims: int, mirror_axes: Sequence[int] = (), quarter_turns: bool = False
+                   ) -> list[tuple[int, tuple[int, ...]]]:
+    """The test-time passes as (quarter turns in the plane of the last two axes, spatial axes
+    flipped before turning), the plain pass first: one pass per mirror axis, or with
+    `quarter_turns` the 8 symmetries of the square (the 4 turns, then the 4 turns of the image
+    mirrored along its last axis), whatever the mirror axes."""
+    if quarter_turns:
+        return [(k, flip) for flip in ((), (dims - 1,)) for k in range(4)]
+    return [(0, ())] + [(0, (axis,)) for axis in mirror_axes]
 
 
 def _inference(dims: int, device: str) -> dict[str, Any]:

@@ -28,8 +28,8 @@ from seglab import models
 from seglab.data.inspect import Fingerprint
 from seglab.device import Precision
 from seglab.models.mask_rcnn import build_mask_rcnn
-from seglab.plan import ENCODER_STRIDE, Plan, pooling_topology, quarter_turns_fit
-from seglab.sliding_window import tta_transforms
+from seglab.plan import (ENCODER_STRIDE, Plan, pooling_topology, quarter_turns_fit,
+                         tta_transforms)
 
 TARGET_STEPS = 5000  # steps a budgeted run should take: enough for a U-Net to converge
 MIN_BATCH = {2: 8, 3: 2}  # fewest patches per step (nnU-Net's smallest 3D batch is 2)

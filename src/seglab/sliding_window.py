@@ -16,9 +16,9 @@ Test-time augmentation is applied per window, as nnU-Net does: each batch of win
 through the network flipped along each mirror axis, and the flipped outputs are flipped back.
 With `quarter_turns` (square windows of images whose orientation means nothing: microscopy, EM),
 the passes are instead the 8 symmetries of the square, the windows turned by 0, 90, 180 and 270
-degrees in the plane of their last two axes, each also mirrored (`tta_transforms`). Blending is
-linear, so the mean of the passes blended is the blend of the passes' mean; the passes are kept
-apart only where a caller asks for them (the uncertainty maps).
+degrees in the plane of their last two axes, each also mirrored (`seglab.plan.tta_transforms`).
+Blending is linear, so the mean of the passes blended is the blend of the passes' mean; the
+passes are kept apart only where a caller asks for them (the uncertainty maps).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from typing import Protocol
 import numpy as np
 import torch
 from monai.data.utils import compute_importance_map, dense_patch_slices
+
+from seglab.plan import tta_transforms
 
 # MONAI's default width of the Gaussian, as a fraction of the window
 SIGMA_SCALE = 0.125
@@ -105,17 +107,6 @@ def _window(source: WindowSource, window: tuple[slice, ...], low: Sequence[int])
     out[(slice(None), *(slice(i.start - (w.start - lo), i.stop - (w.start - lo))
                         for i, w, lo in zip(inside, window, low)))] = part
     return out
-
-
-def tta_transforms(dims: int, mirror_axes: Sequence[int] = (), quarter_turns: bool = False
-                   ) -> list[tuple[int, tuple[int, ...]]]:
-    """The test-time passes as (quarter turns in the plane of the last two axes, spatial axes
-    flipped before turning), the plain pass first: one pass per mirror axis, or with
-    `quarter_turns` the 8 symmetries of the square (the 4 turns, then the 4 turns of the image
-    mirrored along its last axis), whatever the mirror axes."""
-    if quarter_turns:
-        return [(k, flip) for flip in ((), (dims - 1,)) for k in range(4)]
-    return [(0, ())] + [(0, (axis,)) for axis in mirror_axes]
 
 
 def _passes(predict: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
