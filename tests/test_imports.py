@@ -17,7 +17,7 @@ LAYERS = [
     {"data"},
     {"models"},
     {"plan_check"},
-    {"plan_instances", "plan_temporal", "plan_model"},
+    {"plan_instances", "plan_temporal", "plan_model", "plan_inference"},
     {"plan"},
     {"plan_budget"},
     {"preprocess"},

@@ -13,7 +13,7 @@ from seglab.device import Precision
 from seglab import infer
 from seglab.infer import predict_case
 from seglab.preprocess import NormalizedView, normalize
-from seglab.plan import tta_transforms
+from seglab.plan_inference import tta_transforms
 from seglab.sliding_window import blended_strips
 from tests.conftest import small_plan
 

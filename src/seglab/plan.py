@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from seglab.data.inspect import Fingerprint
 from seglab.data.io import write_text_atomic
 from seglab.errors import SeglabError
 from seglab.plan_check import LOSS_DEFAULTS, check_plan
+from seglab.plan_inference import inference_section, quarter_turns_fit
 from seglab.plan_instances import (DETECTOR_BATCH, DETECTOR_OPTIMIZER, added_classes,
                                    detector_model, detector_patch, instance_method,
                                    instances_section, named_in)
@@ -35,7 +35,6 @@ ENCODER_STRIDE = 32  # the output stride of the encoder models' timm backbones
 MAX_POOLINGS = 6
 ANISOTROPY_RATIO = 2.0
 COLOUR_PROBABILITY = 0.3  # of each colour-microscopy augmentation: channel shuffle, grey, inversion
-ORIENTATION_FREE = ("microscopy", "em")  # modalities whose images have no up
 
 # Fine-tuning: `init_from` is a run folder or a checkpoint whose matching weights start training;
 # the encoder (where the model has one) stays frozen for the first `freeze_encoder_epochs`.
@@ -168,7 +167,7 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
     method, method_reason = instance_method(fp, overrides) if task == "instance" else (None, "")
     optimizer = {**OPTIMIZER_DEFAULTS, **(PRETRAINED_OPTIMIZER if model.get("encoder_weights")
                                           else {})}
-    inference = _inference(fp.dims, device)
+    inference = inference_section(fp.dims, device)
     temporal, temporal_reason = temporal_section(fp)
     if method == "mask_rcnn":  # its losses are its own (proposals, boxes, classes, masks)
         model, family_reason = detector_model(fp), (
@@ -214,7 +213,7 @@ def make_plan(fp: Fingerprint, overrides: dict[str, Any] | None = None,
     plan = apply_overrides(plan, overrides)
     if not {"inference", "inference.quarter_turns"} & set(overrides):
         plan.inference["quarter_turns"] = bool(plan.inference["mirror_axes"]) and (
-            quarter_turns_fit(fp, plan))
+            quarter_turns_fit(fp, plan.patch_size, plan.augmentation))
     if plan.instances:  # the classes the network adds follow the overridden instance section
         plan.classes = list(fp.classes) + added_classes(plan.instances)
     stack_frames(plan)
@@ -237,41 +236,6 @@ def _loss(overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:
     if name:
         return {"name": name, **LOSS_DEFAULTS.get(name, {})}, "named by the user"
     return {"name": "dice_ce", **LOSS_DEFAULTS["dice_ce"]}, "Dice + cross-entropy (nnU-Net's)"
-
-
-def quarter_turns_fit(fp: Fingerprint, plan: Plan) -> bool:
-    """Whether test-time passes may also turn the windows by quarter turns (the 8 symmetries of
-    the square, `tta_transforms`, in place of 1 + dims mirror passes):
-    square 2D windows of images whose orientation means nothing (microscopy, EM), trained with
-    rotations through the whole circle. Against the 3 mirror passes, on the same weights: +0.016
-    and +0.009 test DSB score on two DSB2018 runs (thresholds chosen on validation each time),
-    +0.002 test Dice on ISBI 2012 (BENCHMARKS.md, "DSB2018 nuclei: the rim watershed in 30 CPU
-    minutes")."""
-    return (plan.dims == 2 and fp.modality.lower() in ORIENTATION_FREE
-            and plan.augmentation["rotate_degrees"] >= 180
-            and plan.patch_size[0] == plan.patch_size[1])
-
-
-def tta_transforms(dims: int, mirror_axes: Sequence[int] = (), quarter_turns: bool = False
-                   ) -> list[tuple[int, tuple[int, ...]]]:
-    """The test-time passes as (quarter turns in the plane of the last two axes, spatial axes
-    flipped before turning), the plain pass first: one pass per mirror axis, or with
-    `quarter_turns` the 8 symmetries of the square (the 4 turns, then the 4 turns of the image
-    mirrored along its last axis), whatever the mirror axes."""
-    if quarter_turns:
-        return [(k, flip) for flip in ((), (dims - 1,)) for k in range(4)]
-    return [(0, ())] + [(0, (axis,)) for axis in mirror_axes]
-
-
-def _inference(dims: int, device: str) -> dict[str, Any]:
-    """Sliding windows, and mirroring (1 + dims passes) only where it is cheap: on a GPU."""
-    mirror = device == "cuda"
-    return {"overlap": 0.5, "blend": "gaussian", "batch_size": 4,
-            "mirror_axes": list(range(dims)) if mirror else [], "quarter_turns": False,
-            "tta_reason": ("planned on a GPU: mirroring along every axis costs 1 + dims passes, "
-                           "cheap there" if mirror else
-                           f"planned on {device}: no mirroring (it would cost {1 + dims}x the "
-                           "inference time); set inference.mirror_axes to mirror")}
 
 
 def _patch_and_topology(median_shape: np.ndarray, spacing: np.ndarray, budget: int):

@@ -28,8 +28,8 @@ from seglab import models
 from seglab.data.inspect import Fingerprint
 from seglab.device import Precision
 from seglab.models.mask_rcnn import build_mask_rcnn
-from seglab.plan import (ENCODER_STRIDE, Plan, pooling_topology, quarter_turns_fit,
-                         tta_transforms)
+from seglab.plan import ENCODER_STRIDE, Plan, pooling_topology
+from seglab.plan_inference import quarter_turns_fit, tta_transforms
 
 TARGET_STEPS = 5000  # steps a budgeted run should take: enough for a U-Net to converge
 MIN_BATCH = {2: 8, 3: 2}  # fewest patches per step (nnU-Net's smallest 3D batch is 2)
@@ -184,13 +184,15 @@ def _validation_cases(plan: Plan, fp: Fingerprint) -> int:
 
 def _plan_mirroring(plan: Plan, fp: Fingerprint, case_seconds: float) -> None:
     """The square's 8 symmetries where the chosen window allows them
-    (`seglab.plan.quarter_turns_fit`), else mirroring on every axis, where their forward passes
-    over the median case take at most MIRROR_SECONDS (`case_seconds`: one plain pass, its windows
-    at the timed seconds per window); a plan mirrored already (on a GPU) turns where it may."""
+    (`seglab.plan_inference.quarter_turns_fit`), else mirroring on every axis, where their
+    forward passes over the median case take at most MIRROR_SECONDS (`case_seconds`: one plain
+    pass, its windows at the timed seconds per window); a plan mirrored already (on a GPU) turns
+    where it may."""
+    fits = quarter_turns_fit(fp, plan.patch_size, plan.augmentation)
     if plan.inference["mirror_axes"]:
-        plan.inference = {**plan.inference, "quarter_turns": quarter_turns_fit(fp, plan)}
+        plan.inference = {**plan.inference, "quarter_turns": fits}
         return
-    for turns in dict.fromkeys([quarter_turns_fit(fp, plan), False]):
+    for turns in dict.fromkeys([fits, False]):
         passes = len(tta_transforms(plan.dims, range(plan.dims), turns))
         seconds = passes * case_seconds
         if seconds <= MIRROR_SECONDS:

@@ -16,9 +16,10 @@ Test-time augmentation is applied per window, as nnU-Net does: each batch of win
 through the network flipped along each mirror axis, and the flipped outputs are flipped back.
 With `quarter_turns` (square windows of images whose orientation means nothing: microscopy, EM),
 the passes are instead the 8 symmetries of the square, the windows turned by 0, 90, 180 and 270
-degrees in the plane of their last two axes, each also mirrored (`seglab.plan.tta_transforms`).
-Blending is linear, so the mean of the passes blended is the blend of the passes' mean; the
-passes are kept apart only where a caller asks for them (the uncertainty maps).
+degrees in the plane of their last two axes, each also mirrored
+(`seglab.plan_inference.tta_transforms`). Blending is linear, so the mean of the passes blended
+is the blend of the passes' mean; the passes are kept apart only where a caller asks for them
+(the uncertainty maps).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from monai.data.utils import compute_importance_map, dense_patch_slices
 
-from seglab.plan import tta_transforms
+from seglab.plan_inference import tta_transforms
 
 # MONAI's default width of the Gaussian, as a fraction of the window
 SIGMA_SCALE = 0.125
