@@ -27,39 +27,31 @@ that the ratio (b)/(a) is what seglab's defaults are worth on this machine again
   reference for what bf16 units are worth here (no row is given as a percentage of it: a network
   can beat one convolution's rate).
 Each figure is images per second over --repeats timed repeats after warm-up: the median, with the
-minimum and maximum. With CUDA, all of it runs on the GPU, into its own section.
+minimum and maximum. With CUDA, all of it runs on the GPU, into its own section. How a step is
+timed and how each peer's loop runs: benchmarks/speed_measure.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 from common import ROOT, machine, write_section
 from monai.networks.nets import DynUNet
+from speed_measure import (Bench, Row, Stat, fingerprint, forward_gflops, infer, peer_infer,
+                           peer_modes, peer_train, timed_row, train)
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from seglab import export, models
-from seglab.data.inspect import Fingerprint
 from seglab.device import Precision
 from seglab.plan import make_plan
 from seglab.preprocess import Prepared
-from seglab.train.loop import TrainStep
-from seglab.train.loss import create_loss
 from seglab.train.sampling import PatchSampler
 
 # train2d: (batch, size); infer2d: [(batch, size)]; vol: cube side; conv: (batch, channels, size)
@@ -67,141 +59,7 @@ FULL = {"train2d": (8, 256), "infer2d": [(8, 256), (1, 512)], "vol": 64, "conv":
 QUICK = {"train2d": (2, 64), "infer2d": [(2, 64), (1, 128)], "vol": 32, "conv": (2, 16, 32)}
 CUDA_CONV = (32, 256, 128)  # on a GPU the CPU's conv would be too small to reach the ceiling
 BATCH_3D = 2
-LOSS = {"name": "dice_ce", "dice_weight": 1.0, "ce_weight": 1.0}
 PEER_2D = "smp Unet"
-Step = Callable[[], Any]
-Stat = tuple[float, float, float]  # images per second over the repeats: min, median, max
-Timing = tuple[Stat, float | None]  # and peak CUDA MB
-
-
-@dataclass
-class Bench:
-    policy: Precision
-    repeats: int
-    warmup: int
-    sizes: dict
-
-    def measure(self, fn: Step, batch: int) -> Timing:
-        """Images per second (min, median, max over the repeats, after warm-up), peak CUDA MB."""
-        cuda = self.policy.device.type == "cuda"
-        sync = torch.cuda.synchronize if cuda else (lambda: None)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        for _ in range(self.warmup):
-            fn()
-        times = []
-        for _ in range(self.repeats):
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - start)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
-        rates = sorted(batch / t for t in times)
-        return (rates[0], statistics.median(rates), rates[-1]), peak
-
-
-@dataclass
-class Row:
-    case: str
-    peer: str
-    peer_ips: Stat | None
-    seglab_ips: Stat | None
-    gflops: float  # per image: one forward, or x3 for a training step
-    peer_mb: float | None = None
-    seglab_mb: float | None = None
-    seglab_label: str = "seglab"
-
-
-def _row(case: str, peer: str, gflops: float, a: Timing, b: Timing) -> Row:
-    print(f"  {case}: {peer} {a[0][1]:.3g} img/s, seglab {b[0][1]:.3g} img/s", flush=True)
-    return Row(case, peer, a[0], b[0], gflops, a[1], b[1])
-
-
-def peer_modes(b: Bench) -> dict[str, Precision | None]:
-    """The peer's plain loop (None) and its fastest mode: seglab's policy's layout and autocast
-    (bf16 exactly where the device has bf16 units), without seglab's compile choice."""
-    policy = b.policy
-    fastest = Precision.choose(policy.device.type, "auto", "off")
-    return {"plain fp32": None, f"fastest: {_mode_name(fastest)}": fastest}
-
-
-def _mode_name(policy: Precision) -> str:
-    parts = ["channels_last"] if policy.channels_last else []
-    return " + ".join(parts + [f"{policy.name} autocast" if policy.name != "fp32" else "fp32"])
-
-
-def forward_gflops(model: nn.Module, shape: torch.Size) -> float:
-    """GFLOPs of one forward of one input (batch 1) of `shape`, counted on the eager model."""
-    x = torch.zeros(1, *shape[1:], device=next(model.parameters()).device)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() / 1e9
-
-
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, policy: Precision) -> Step:
-    """seglab's training step: `TrainStep` (the policy's layout and autocast, seglab's loss) on a
-    model that `policy.prepare_model` prepared."""
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    seglab_step = TrainStep(model, optimizer, create_loss(LOSS), policy, adversary=None)
-    return lambda: seglab_step(x, y)
-
-
-def peer_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               mode: Precision | None) -> Step:
-    """The peer's own training loop (AdamW, cross-entropy): plain (fp32, the input as given), or
-    in `mode`'s memory layout and autocast."""
-    model = (mode.prepare_model(model) if mode else model).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    autocast = mode.autocast if mode else contextlib.nullcontext
-    x = mode.memory_format(x, model) if mode else x
-
-    def step() -> float:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast():
-            loss = F.cross_entropy(model(x).float(), y)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
-
-    return step
-
-
-def peer_infer(b: Bench, model: nn.Module, x: torch.Tensor, mode: Precision | None,
-               batch: int) -> tuple[Timing, str]:
-    """The peer's inference in `mode`; in its fastest mode also compiled, the faster kept."""
-    if mode is None:
-        return b.measure(infer(model, x), batch), ""
-    model = mode.prepare_model(model)
-    eager = b.measure(infer(model, x, mode), batch)
-    try:
-        step = infer(torch.compile(model), x, mode)
-        started = time.perf_counter()
-        step()  # compiles: what a user pays once per input shape, before the first output
-        seconds = time.perf_counter() - started
-        compiled = b.measure(step, batch)
-    except Exception as error:  # noqa: BLE001 - the row says compile failed, eager stands
-        return eager, f" (compile failed: {type(error).__name__})"
-    if compiled[0][1] > eager[0][1]:
-        return compiled, f" + torch.compile (first call {seconds:.0f} s)"
-    return eager, f" (torch.compile slower: {compiled[0][1]:.3g} img/s)"
-
-
-def infer(model: nn.Module, x: torch.Tensor, policy: Precision | None = None) -> Step:
-    """Inference in `inference_mode`: plain (fp32, as given), or in the policy's autocast and
-    memory layout."""
-    model.eval()
-    autocast = policy.autocast if policy else contextlib.nullcontext
-    def layout(tensor: torch.Tensor) -> torch.Tensor:
-        return policy.memory_format(tensor, model) if policy else tensor
-
-    def run() -> torch.Tensor:
-        with torch.inference_mode(), autocast():
-            return model(layout(x))
-
-    return run
 
 
 def part_2d(b: Bench) -> list[Row]:
@@ -214,9 +72,9 @@ def part_2d(b: Bench) -> list[Row]:
     rows = []
     for mode_name, mode in peer_modes(b).items():
         peer = smp.Unet("resnet34", encoder_weights=None, classes=2).to(policy.device)
-        rows.append(_row(f"2D train {n}x3x{size}²", f"{PEER_2D}, {mode_name}",
-                         3 * forward_gflops(peer, x.shape),
-                         b.measure(peer_train(peer, x, y, mode), n), mine))
+        rows.append(timed_row(f"2D train {n}x3x{size}²", f"{PEER_2D}, {mode_name}",
+                              3 * forward_gflops(peer, x.shape),
+                              b.measure(peer_train(peer, x, y, mode), n), mine))
     for n, size in b.sizes["infer2d"]:
         x = torch.randn(n, 3, size, size, device=policy.device)
         mine = b.measure(infer(ours, x, policy), n)
@@ -224,19 +82,9 @@ def part_2d(b: Bench) -> list[Row]:
             peer = smp.Unet("resnet34", encoder_weights=None, classes=2).to(policy.device)
             gflops = forward_gflops(peer, x.shape)
             timing, how = peer_infer(b, peer, x, mode, n)
-            rows.append(_row(f"2D infer {n}x3x{size}²", f"{PEER_2D}, {mode_name}{how}", gflops,
-                             timing, mine))
+            rows.append(timed_row(f"2D infer {n}x3x{size}²", f"{PEER_2D}, {mode_name}{how}",
+                                  gflops, timing, mine))
     return rows
-
-
-def fingerprint(dims: int, channels: int, classes: list[str],
-                shape: tuple[int, ...]) -> Fingerprint:
-    """A one-case dataset of `shape` at unit spacing: what the planner needs to plan for it."""
-    return Fingerprint(name="speed", layout="synthetic", source="benchmarks/speed.py", dims=dims,
-                       channels=channels, n_cases=1, n_unlabeled=0, classes=classes,
-                       label_values=None, ignore_label=None, roi_rule=None, modality="MR",
-                       class_voxels=[1] * len(classes), shapes=[list(shape)],
-                       spacings=[[1.0] * dims], intensity=[{} for _ in range(channels)])
 
 
 def monai_dynunet(options: dict) -> nn.Module:
@@ -292,7 +140,7 @@ def part_3d(b: Bench) -> tuple[list[Row], dict]:
                     timing, how = b.measure(peer_train(peer, x, y, mode), len(inputs)), ""
                 else:
                     timing, how = peer_infer(b, peer, inputs, mode, len(inputs))
-                rows.append(_row(case, f"{name}, {mode_name}{how}", gflops, timing, mine))
+                rows.append(timed_row(case, f"{name}, {mode_name}{how}", gflops, timing, mine))
     return rows, options
 
 
@@ -317,8 +165,8 @@ def part_onnx(b: Bench) -> tuple[list[Row], list[str]]:
     for mode_name, mode in peer_modes(b).items():
         peer = smp.Unet("resnet34", encoder_weights=None, classes=2).to(b.policy.device)
         timing, how = peer_infer(b, peer, x.to(b.policy.device), mode, 1)
-        row = _row(f"2D infer 1x3x{size}²", f"{PEER_2D}, {mode_name}{how}",
-                   forward_gflops(peer, x.shape), timing, mine)
+        row = timed_row(f"2D infer 1x3x{size}²", f"{PEER_2D}, {mode_name}{how}",
+                        forward_gflops(peer, x.shape), timing, mine)
         row.seglab_label = f"seglab ONNX Runtime fp32 ({short})"
         rows.append(row)
     return rows, onnx_int8_on_isbi()
