@@ -153,7 +153,9 @@ class PseudoLabels(MeanTeacher):
 
 def strongly_perturbed(images: torch.Tensor, noise: float) -> torch.Tensor:
     """Each patch with its own contrast (x 0.7..1.3), brightness (+-0.3) and Gaussian noise (3 x
-    `noise` standard deviations), on the z-scored intensities."""
+    `noise` standard deviations), on the z-scored intensities. Not the sampler's
+    `augment_intensity`: that draws on the CPU, each change with the plan's probability, before
+    the batch reaches the device; this perturbs every patch, on the device, inside the loss."""
     shape = (images.shape[0],) + (1,) * (images.dim() - 1)
     contrast = torch.empty(shape, device=images.device).uniform_(0.7, 1.3)
     brightness = torch.empty(shape, device=images.device).uniform_(-0.3, 0.3)
